@@ -1,0 +1,23 @@
+"""The ``pixels`` baseline: each patch's normalised pixels are its feature (no weights)."""
+
+from __future__ import annotations
+
+import torch
+
+from tips_bench.backbones.base import Backbone, Features
+from tips_bench.backbones.spec import BackboneSpec
+
+
+class PixelsBackbone(Backbone):
+    """Patch pixels (3·p·p values) as dense features; their mean over patches as the global."""
+
+    def __init__(self, spec: BackboneSpec, device: str | torch.device = "cpu"):
+        super().__init__(spec, device)
+        self.embed_dim = 3 * spec.patch_size**2
+        self.num_layers = 1
+
+    def _encode(self, x: torch.Tensor, layers: list[int], text_dense: bool) -> Features:
+        p = self.patch_size
+        b, c, h, w = x.shape
+        patches = x.reshape(b, c, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4).reshape(b, c * p * p, h // p, w // p)
+        return Features(globals={"mean": patches.mean(dim=(2, 3))}, patches={0: patches})

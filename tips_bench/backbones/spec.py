@@ -1,0 +1,75 @@
+"""The typed form of a backbone definition (``backbones/<name>.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tips_bench.registry import get_definition, load_definitions
+
+CAPABILITIES = ("image_global", "dense", "text")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Everything the definition file says about a named backbone."""
+
+    name: str
+    family: str
+    description: str
+    paper: str
+    architecture: dict[str, Any]
+    native_resolution: int
+    patch_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    pos_embed_interpolation: str
+    prefix_tokens: tuple[dict[str, str], ...]
+    default_global: str
+    capabilities: frozenset[str]
+    dense_layers: tuple[int, ...]
+    checkpoint_files: dict[str, str]
+    checkpoint_urls: dict[str, str]
+    version: int = 1
+    path: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackboneSpec:
+        ckpt = data.get("checkpoint", {}) or {}
+        norm = data["normalization"]
+        return cls(
+            name=data["name"],
+            family=data["family"],
+            description=data.get("description", ""),
+            paper=data.get("paper", ""),
+            architecture=dict(data.get("architecture", {}) or {}),
+            native_resolution=int(data["native_resolution"]),
+            patch_size=int(data["patch_size"]),
+            mean=tuple(norm["mean"]),
+            std=tuple(norm["std"]),
+            pos_embed_interpolation=data.get("pos_embed_interpolation", "timm_bicubic_antialias"),
+            prefix_tokens=tuple(data.get("prefix_tokens", []) or []),
+            default_global=data["default_global"],
+            capabilities=frozenset(data.get("capabilities", [])),
+            dense_layers=tuple(data.get("dense_layers", []) or []),
+            checkpoint_files=dict(ckpt.get("files", {}) or {}),
+            checkpoint_urls=dict(ckpt.get("urls", {}) or {}),
+            version=int(data.get("version", 1)),
+            path=data.get("_path", ""),
+            raw=data,
+        )
+
+    def can(self, capability: str) -> bool:
+        """Whether the definition declares a capability (``image_global``, ``dense``, ``text``)."""
+        return capability in self.capabilities
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    """The spec of a named backbone (error with suggestions if unknown)."""
+    return BackboneSpec.from_dict(get_definition("backbones", name))
+
+
+def all_backbone_specs() -> list[BackboneSpec]:
+    """Every registered backbone, sorted by name."""
+    return [BackboneSpec.from_dict(d) for _, d in sorted(load_definitions("backbones").items())]

@@ -1,0 +1,53 @@
+"""``tips-bench features``: encode image files and save the features."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from tqdm import tqdm
+
+from tips_bench.atomic import atomic_path
+from tips_bench.errors import InputError
+from tips_bench.images import load_image, parse_size, to_tensor
+
+
+def parse_layers(text: str | None) -> list[int] | None:
+    """'2,5,-1' -> [2, 5, -1]."""
+    if not text:
+        return None
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError as exc:
+        raise InputError(f"--layers '{text}' is not a comma-separated list of integers") from exc
+
+
+def write_features(args: argparse.Namespace) -> None:
+    """Load the backbone, encode ``args.images`` in batches, write ``args.out`` atomically."""
+    from tips_bench.cli import _backbone_from_args
+
+    if not str(args.out).endswith(".npz"):
+        raise InputError(f"--out {args.out} must end in .npz")
+    extra_layers = parse_layers(args.layers)
+    backbone = _backbone_from_args(args)
+    n = backbone.spec.native_resolution
+    size = parse_size(args.image_size) if args.image_size else (n, n)
+    backbone.check_size(*size)
+    layers = backbone.resolve_layers(extra_layers) if extra_layers else []
+    last = backbone.num_layers - 1
+    out: dict[str, list[np.ndarray]] = {}
+    for start in tqdm(range(0, len(args.images), args.batch_size), desc="encoding", unit="batch",
+                      disable=len(args.images) <= args.batch_size):
+        paths = args.images[start : start + args.batch_size]
+        feats = backbone.encode_image(to_tensor([load_image(p, size) for p in paths]), layers=[*layers, last])
+        for name, value in feats.globals.items():
+            out.setdefault(f"global_{name}", []).append(value.float().cpu().numpy())
+        out.setdefault("patches", []).append(feats.patches[last].float().cpu().numpy())
+        for i in layers:
+            out.setdefault(f"patches_layer{i}", []).append(feats.patches[i].float().cpu().numpy())
+    arrays = {k: np.concatenate(v) for k, v in out.items()}
+    arrays |= {"image_paths": np.array([str(p) for p in args.images]), "image_size": np.array(size),
+               "backbone": np.array(backbone.name)}
+    with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in arrays.items() if v.ndim > 1))
