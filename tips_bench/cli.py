@@ -12,8 +12,12 @@ from tips_bench.errors import TipsBenchError
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _add_backbone_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--backbone", required=required, help="registered backbone name (see 'tips-bench backbones')")
+def _add_backbone_args(p: argparse.ArgumentParser, required: bool = True, many: bool = False) -> None:
+    if many:
+        p.add_argument("--backbone", action="append", help="backbone name(s), comma-separated or repeated; "
+                       "NAME+random = seeded random weights (see 'tips-bench backbones')")
+    else:
+        p.add_argument("--backbone", required=required, help="registered backbone name (see 'tips-bench backbones')")
     p.add_argument("--checkpoint", help="checkpoint file or folder (default: search $TIPS_BENCH_CHECKPOINTS and "
                    "the config file's checkpoint_dirs for the official file names)")
     p.add_argument("--random-init", action="store_true",
@@ -109,18 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+def _register_evaluation(sub: argparse._SubParsersAction) -> None:
+    from tips_bench.cli_commands import register
+
+    register(sub)
+
+
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_evaluation]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        args = parser.parse_args(["run", *(argv or [])]) if "run" in parser._subparsers._group_actions[0].choices \
-            else args
-        if not getattr(args, "func", None):
-            parser.print_help()
-            return 0
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv or ["run"])  # no arguments: the built-in synthetic suite
     try:
         return int(args.func(args) or 0)
     except TipsBenchError as exc:

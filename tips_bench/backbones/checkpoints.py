@@ -110,3 +110,51 @@ def file_hash(path: Path, chunk: int = 1 << 22) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()[:16]
+
+
+_HASH_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def memo_file_hash(path: Path) -> str:
+    """``file_hash`` remembered per (path, size, mtime) in this process and in the user cache folder."""
+    import json
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _HASH_MEMO:
+        return _HASH_MEMO[key]
+    memo_file = Path(os.environ.get("TIPS_BENCH_CACHE", "~/.cache/tips-bench/features")).expanduser() / "hashes.json"
+    try:
+        stored = json.loads(memo_file.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        stored = {}
+    name = f"{key[0]}|{key[1]}|{key[2]}"
+    if name not in stored:
+        stored[name] = file_hash(path)
+        try:
+            memo_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(stored))
+            os.replace(tmp, memo_file)
+        except OSError:
+            pass
+    _HASH_MEMO[key] = stored[name]
+    return stored[name]
+
+
+def weights_identity(spec: BackboneSpec, checkpoint: str | Path | None, random_init: bool, seed: int,
+                     overrides: dict | None = None) -> str:
+    """A string that changes whenever the weights would: file hashes, or the random-init seed."""
+    extra = "" if not overrides else "|" + ",".join(f"{k}={v}" for k, v in sorted(overrides.items()) if v)
+    if spec.family == "pixels":
+        return "pixels" + extra
+    if random_init:
+        return f"random-init:{spec.name}:{seed}" + extra
+    files = CheckpointFiles(spec, checkpoint)
+    main_role = "vision" if "vision" in spec.checkpoint_files else "model"
+    parts = [f"{main_role}={memo_file_hash(files.require(main_role))}"]
+    for role in spec.checkpoint_files:
+        found = files.find(role) if role != main_role else None
+        if found is not None:
+            parts.append(f"{role}={memo_file_hash(found)}")
+    return ";".join(parts) + extra

@@ -131,7 +131,8 @@ def load_clip(spec: BackboneSpec, files: CheckpointFiles | None, device: str, ar
         ckpt_hash = file_hash(path)
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
     image = clip_vit_from_state_dict(sd, quick_gelu)
-    text = open_clip.model.build_model_from_openai_state_dict(dict(sd), quick_gelu=quick_gelu, cast_dtype=None)
+    # open_clip casts to fp16 while building from an OpenAI state dict; features are compared in fp32.
+    text = open_clip.model.build_model_from_openai_state_dict(dict(sd), quick_gelu=quick_gelu, cast_dtype=None).float()
     tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=int(sd["positional_embedding"].shape[0]))
     backbone = OpenClipBackbone(spec, image, _text_only(text), tokenizer, device)
     backbone.checkpoint_hash = ckpt_hash
@@ -155,6 +156,11 @@ def load_siglip(spec: BackboneSpec, files: CheckpointFiles | None, device: str, 
     cfg = open_clip.get_model_config(arch)
     torch.manual_seed(seed)
     clip = _quiet(open_clip.create_model, arch, pretrained=None)
+    # big_vision's SigLIP uses flax's nn.gelu (tanh approximation) in every MLP, image and text towers;
+    # timm's vit_so400m_patch14_siglip_* trunks and open_clip's text tower build the exact (erf) GELU.
+    for module in clip.modules():
+        if isinstance(module, torch.nn.GELU):
+            module.approximate = "tanh"
     ckpt_hash = ""
     if files is not None:
         path = files.require("model")

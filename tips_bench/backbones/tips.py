@@ -25,7 +25,7 @@ from tips_bench.backbones.formats import (
     read_state_dict,
 )
 from tips_bench.backbones.spec import BackboneSpec
-from tips_bench.backbones.tips_text import TipsTextEncoder, TipsTokenizer
+from tips_bench.backbones.tips_text import BundledBpeTokenizer, TipsTextEncoder, TipsTokenizer
 from tips_bench.backbones.vit import TimmViTBackbone
 from tips_bench.errors import CheckpointError
 
@@ -105,13 +105,14 @@ class TipsBackbone(TimmViTBackbone):
         self.files = files
         self._text, self._tokenizer, self._temperature = text, tokenizer, temperature
         self.text_num_heads: int | None = None
+        self.init_seed = 0
 
     def _load_text(self) -> None:
         if self._text is not None:
             return
         if self.files is None:
-            raise CheckpointError(f"{self.name} was built with --random-init and has no text weights or tokenizer; "
-                                  "pass --checkpoint with the *_text.npz and tokenizer.model files")
+            self._random_text()
+            return
         text_path = self.files.require("text")
         sd = read_state_dict(text_path)
         if guess_family(sd) != "tips_text":
@@ -120,6 +121,19 @@ class TipsBackbone(TimmViTBackbone):
         heads = self.text_num_heads or self.spec.architecture.get("text_num_heads")
         self._text = TipsTextEncoder.from_state_dict(sd, heads).to(self.device)
         self._tokenizer = TipsTokenizer(self.files.require("tokenizer"))
+
+    def _random_text(self) -> None:
+        """A seeded random text tower of the released shape for this width (``--random-init``)."""
+        width = self.embed_dim
+        layers, mlp = (27, 4304) if width == 1152 else (12, 4 * width)
+        heads = self.text_num_heads or self.spec.architecture.get("text_num_heads") or max(1, width // 64)
+        generator_state = torch.get_rng_state()
+        torch.manual_seed(self.init_seed + 1)
+        self._text = TipsTextEncoder(BundledBpeTokenizer.vocab_size, width, layers, int(heads), mlp).eval()
+        torch.set_rng_state(generator_state)
+        self._text.to(self.device)
+        self._tokenizer = BundledBpeTokenizer()
+        self._temperature = 0.01
 
     @property
     def text_dim(self) -> int:  # type: ignore[override]
@@ -149,7 +163,9 @@ def load_tips(spec: BackboneSpec, files: CheckpointFiles | None, device: str, nu
         arch = _nominal_architecture(spec)
         torch.manual_seed(seed)
         model = build_tips_vit(arch, num_heads or int(heads_from_spec or int(arch["embed_dim"]) // 64))
-        return TipsBackbone(spec, model, None, device)
+        backbone = TipsBackbone(spec, model, None, device)
+        backbone.text_num_heads, backbone.init_seed = text_num_heads, seed
+        return backbone
     path = files.require("vision")
     sd = read_state_dict(path)
     if guess_family(sd) != "tips_vision":

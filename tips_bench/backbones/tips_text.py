@@ -56,6 +56,31 @@ class TipsTokenizer:
         return ids, paddings
 
 
+class BundledBpeTokenizer:
+    """For ``--random-init`` only: open_clip's bundled BPE with the TIPS conventions (no download).
+
+    The official SentencePiece model is a download; a randomly initialised text tower has no
+    vocabulary of its own, so any offline tokenizer gives an equivalent baseline.
+    """
+
+    vocab_size = 49408
+
+    def __init__(self, max_len: int = MAX_LEN):
+        from open_clip.tokenizer import SimpleTokenizer
+
+        self._bpe = SimpleTokenizer()
+        self.max_len = max_len
+
+    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.full((len(texts), self.max_len), PAD_ID, dtype=np.int64)
+        paddings = np.ones((len(texts), self.max_len), dtype=np.int64)
+        for row, text in enumerate(texts):
+            pieces = self._bpe.encode(ascii_lower(text))[: self.max_len]
+            ids[row, : len(pieces)] = pieces
+            paddings[row, : len(pieces)] = 0
+        return ids, paddings
+
+
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
     """(1, length, dim): sin of position x inverse timescales, then cos (timescales 1..1e4)."""
     half = dim // 2

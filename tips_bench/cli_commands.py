@@ -1,0 +1,308 @@
+"""Handlers of the evaluation subcommands (run, tasks, validate, report, export, regress, data)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tips_bench.errors import TipsBenchError
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+def _store(path: str | None):
+    from tips_bench.results import ResultsStore
+
+    return ResultsStore(path) if path else ResultsStore()
+
+
+def _headline_columns(rows) -> list[str]:
+    from tips_bench.tasks.base import get_task_definition
+
+    columns = []
+    for task in dict.fromkeys(r.task for r in rows):
+        try:
+            columns.append(f"{task}/{get_task_definition(task).headline}")
+        except TipsBenchError:
+            continue
+    return columns
+
+
+def _print_table(rows, fmt: str, paper: bool, title: str = "", all_metrics: bool = False) -> None:
+    from tips_bench import report
+
+    metrics = None if all_metrics else _headline_columns(rows) or None
+    table = report.comparison_table(rows, paper=report.load_paper_reference() if paper else None, metrics=metrics)
+    if fmt == "markdown":
+        print(report.render_markdown(table))
+    elif fmt == "csv":
+        print(report.render_csv(table), end="")
+    else:
+        rich_table = report.render_rich(table)
+        if title:
+            rich_table.title = title
+        _console().print(rich_table)
+
+
+def _run_options(args: argparse.Namespace):
+    from tips_bench.runner import RunOptions
+
+    return RunOptions(checkpoint=args.checkpoint, random_init=False, limit=args.limit, device=args.device,
+                      batch_size=args.batch_size, num_workers=args.num_workers, cache_dir=args.cache_dir,
+                      data_root=args.data_root, progress=not args.no_progress, num_heads=args.num_heads,
+                      text_num_heads=args.text_num_heads, arch=args.arch,
+                      extra={"root": args.root} if args.root else {})
+
+
+def _seeds(args: argparse.Namespace) -> list[int]:
+    return list(range(args.seeds)) if args.seeds else [args.seed]
+
+
+def _runner(args: argparse.Namespace):
+    import os
+
+    from tips_bench.cache import FeatureCache
+    from tips_bench.runner import Runner
+
+    if args.data_root:
+        os.environ["TIPS_BENCH_DATA"] = args.data_root
+    return Runner(store=_store(args.results), cache=FeatureCache(args.cache_dir))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tips_bench import suite
+    from tips_bench.runner import run_grid
+
+    if args.backbone:
+        backbones = [suite.parse_backbone(b, args.random_init) for a in args.backbone for b in a.split(",") if b]
+    else:
+        backbones = list(suite.DEFAULT_BACKBONES)
+    tasks = [t for a in args.task for t in a.split(",") if t] if args.task else suite.toy_tasks()
+    if not args.backbone and not args.task:
+        print(f"tips-bench: running the built-in synthetic suite ({len(tasks)} tasks) on the no-download "
+              "baselines pixels and tips_s14+random; see 'tips-bench run --help' for real backbones and data")
+    runner = _runner(args)
+    rows = run_grid(backbones, tasks, _seeds(args), _run_options(args), runner)
+    if not rows:
+        raise TipsBenchError("no task could run on these backbones; see the messages above")
+    _print_table(rows, args.format, paper=not args.no_paper, title="tips-bench results (this run)")
+    print(f"{len(rows)} result rows appended to {runner.store.path}")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from tips_bench.tasks.base import all_task_definitions
+
+    table = Table(title="tips-bench tasks")
+    for col in ("name", "v", "type", "dataset", "splits", "metrics (headline first)", "protocol"):
+        table.add_column(col)
+    for d in all_task_definitions():
+        head = d.p("head", {})
+        proto = ", ".join(str(x) for x in [d.p("resolution", "native"), d.p("layers", ""),
+                                            head.get("kind", "") if isinstance(head, dict) else head] if x)
+        metrics = [d.headline] + [m for m in d.metrics if m != d.headline]
+        splits = ", ".join(f"{r}={s.split}" + (f"[{s.size}]" if s.size else "") for r, s in d.splits.items())
+        table.add_row(d.name, str(d.version), d.type, d.dataset, splits, ", ".join(metrics), proto)
+    _console().print(table)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check every definition: schema, known task type, known dataset, backbones' fields."""
+    from tips_bench.backbones.spec import all_backbone_specs
+    from tips_bench.data.catalog import SYNTHETIC, dataset_entries
+    from tips_bench.tasks.base import TASK_TYPES, all_task_definitions, make_task
+
+    problems = []
+    specs = all_backbone_specs()
+    for spec in specs:
+        if spec.default_global not in ({"cls1", "cls2", "cls", "embedding", "mean"}):
+            problems.append(f"backbone {spec.name}: unknown default_global '{spec.default_global}'")
+    known = set(dataset_entries()) | set(SYNTHETIC)
+    tasks = all_task_definitions()
+    for d in tasks:
+        try:
+            make_task(d)
+        except TipsBenchError as exc:
+            problems.append(str(exc))
+        if d.dataset not in known:
+            problems.append(f"task {d.name}: unknown dataset '{d.dataset}'")
+        if d.headline not in d.metrics:
+            problems.append(f"task {d.name}: headline '{d.headline}' is not among its metrics")
+    for p in problems:
+        print(f"problem: {p}")
+    print(f"{len(specs)} backbones, {len(tasks)} tasks, {len(TASK_TYPES)} task types: "
+          f"{'OK' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tips_bench import report
+
+    rows = _store(args.results).rows()
+    if args.task:
+        rows = [r for r in rows if r.task in args.task]
+    if not rows:
+        raise TipsBenchError(f"no results in {_store(args.results).path}; run 'tips-bench run' first")
+    _print_table(rows, args.format, paper=not args.no_paper, all_metrics=args.all_metrics)
+    if args.plot:
+        paths = report.plot(rows, Path(args.plot), paper=None if not args.no_paper else [])
+        print(f"wrote {len(paths)} plots to {args.plot}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tips_bench import report
+
+    rows = _store(args.results).rows()
+    if not rows:
+        raise TipsBenchError(f"no results in {_store(args.results).path}; run 'tips-bench run' first")
+    report.export_leaderboard(rows, Path(args.csv), paper=None if not args.no_paper else [])
+    print(f"wrote {args.csv}")
+    return 0
+
+
+def cmd_regress(args: argparse.Namespace) -> int:
+    from tips_bench import suite
+
+    runner = _runner(args)
+    opts = _run_options(args)
+    if args.update:
+        backbones = [suite.parse_backbone(b, False) for b in (args.backbone or [])] or list(suite.DEFAULT_BACKBONES)
+        tasks = args.task or suite.toy_tasks()
+        from tips_bench.runner import run_grid
+
+        rows = run_grid(backbones, tasks, list(range(args.seeds or 3)), opts, runner)
+        suite.write_baseline(suite.bands_from_rows(rows), args.update)
+        print(f"wrote {args.update} from {len(rows)} rows over {args.seeds or 3} seeds")
+        return 0
+    bands = suite.read_baseline(args.baseline)
+    seeds = _seeds(args)
+    rows = suite.run_for_baseline(bands, seeds, opts, runner)
+    checks = suite.check_against(bands, rows)
+    failed = [c for c in checks if not c.ok]
+    for c in checks:
+        b = c.band
+        value = "missing" if c.value is None else f"{c.value:.4g}"
+        mark = "ok  " if c.ok else "FAIL"
+        print(f"{mark} {b.backbone}{'+random' if b.random_init else '':8} {b.task:18} {b.metric:12} {value:>9} "
+              f"in [{b.low:.4g}, {b.high:.4g}]")
+    print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from tips_bench.data.catalog import data_root, dataset_entries
+
+    table = Table(title=f"tips-bench datasets (data root: {data_root()})")
+    for col in ("name", "splits", "expected at", "found", "description"):
+        table.add_column(col)
+    for name, e in sorted(dataset_entries().items()):
+        path = data_root() / e.default_dirname
+        table.add_row(name, ", ".join(e.splits), str(path), "yes" if path.exists() else "no", e.description)
+    _console().print(table)
+    print("Synthetic (built in, no download): synthetic_scenes, synthetic_objects, synthetic_pairs")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from tips_bench.data.catalog import dataset_entries, dataset_root
+
+    entries = dataset_entries()
+    if args.name not in entries:
+        raise TipsBenchError(f"unknown dataset '{args.name}'; run 'tips-bench data list'")
+    entry = entries[args.name]
+    root = dataset_root(args.name, args.root)
+    problems = entry.check(root)
+    if not problems:
+        print(f"{args.name}: layout at {root} is complete")
+        return 0
+    print(f"{args.name}: {len(problems)} problem(s) at {root}")
+    for p in problems:
+        print(f"  - {p}")
+    print(f"How to get it: {entry.how_to_get} ({entry.homepage}; licence: {entry.licence})")
+    return 1
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    from tips_bench.cli import _add_backbone_args
+
+    _add_backbone_args(p, required=False, many=True)
+    p.add_argument("--task", action="append", help="task name(s), comma-separated or repeated (default: all toy_*)")
+    p.add_argument("--limit", type=int, help="use only the first N items of every split (smoke runs)")
+    p.add_argument("--seed", type=int, default=0, help="probe seed (default: 0)")
+    p.add_argument("--seeds", type=int, help="run seeds 0..N-1 instead of --seed")
+    p.add_argument("--batch-size", type=int, default=16, help="images per backbone forward pass (default: 16)")
+    p.add_argument("--num-workers", type=int, default=0,
+                   help="data-loading worker processes for decoding and resizing (default: 0 = in process)")
+    p.add_argument("--cache-dir", help="feature cache folder (default: $TIPS_BENCH_CACHE or ~/.cache/tips-bench)")
+    p.add_argument("--results", help="results store (default: $TIPS_BENCH_RESULTS or results/runs.jsonl)")
+    p.add_argument("--data-root", help="folder holding the datasets (default: $TIPS_BENCH_DATA or ~/tips-bench-data)")
+    p.add_argument("--root", help="explicit root folder of the task's dataset")
+    p.add_argument("--format", choices=("terminal", "markdown", "csv"), default="terminal", help="table format")
+    p.add_argument("--no-paper", action="store_true", help="do not show the papers' numbers beside ours")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("run", help="evaluate backbones on tasks (no arguments: the built-in synthetic suite)",
+                       formatter_class=fmt, description=(
+                           "Evaluate backbones on tasks and append result rows with full provenance.\n\n"
+                           "With no --backbone/--task it runs every toy_* task on the built-in synthetic world\n"
+                           "with the no-download baselines (pixels, tips_s14+random). Examples:\n"
+                           "  tips-bench run --backbone tips_l14 --task ade20k_seg --checkpoint ~/ckpt\n"
+                           "  tips-bench run --backbone dinov2_b14 --random-init --task toy_seg,toy_depth --seeds 3\n"
+                           "  tips-bench run --backbone tips_b14 --task imagenet_knn --limit 100   # smoke run\n"
+                           "A backbone written NAME+random uses seeded random weights for that backbone only."))
+    add_run_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("tasks", help="list every task with its dataset, metrics and protocol")
+    p.set_defaults(func=cmd_tasks)
+    p = sub.add_parser("validate", help="check every backbone and task definition")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("report", help="print comparison tables (backbones x tasks) with the papers' numbers")
+    p.add_argument("--results", help="results store (default: $TIPS_BENCH_RESULTS or results/runs.jsonl)")
+    p.add_argument("--format", choices=("terminal", "markdown", "csv"), default="terminal")
+    p.add_argument("--task", action="append", help="only these tasks")
+    p.add_argument("--plot", metavar="DIR", help="also save one PNG chart per task/metric into DIR")
+    p.add_argument("--all-metrics", action="store_true", help="one column per metric (default: headline metrics)")
+    p.add_argument("--no-paper", action="store_true", help="do not show the papers' numbers")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="write the leaderboard CSV with full provenance")
+    p.add_argument("--csv", required=True, help="output CSV (written atomically)")
+    p.add_argument("--results", help="results store (default: $TIPS_BENCH_RESULTS or results/runs.jsonl)")
+    p.add_argument("--no-paper", action="store_true", help="leave out the papers' numbers")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("regress", help="fail (exit 1) when a probe score leaves its tolerance band",
+                       formatter_class=fmt, description=(
+                           "Run the cells of a baseline and check every score against its band\n"
+                           "(mean ± max(k·std over seeds, floor), stored in the baseline). Exit 1 on any failure.\n"
+                           "  tips-bench regress --baseline results/ci_baseline.csv\n"
+                           "  tips-bench regress --update results/ci_baseline.csv --seeds 3   # (re)build bands"))
+    add_run_args(p)
+    p.add_argument("--baseline", default="results/ci_baseline.csv", help="baseline CSV with bands")
+    p.add_argument("--update", metavar="CSV", help="instead of checking, run --seeds seeds and write bands to CSV")
+    p.set_defaults(func=cmd_regress)
+
+    p = sub.add_parser("data", help="list datasets, or check one's layout")
+    dsub = p.add_subparsers(dest="data_command", metavar="{list,check}", required=True)
+    q = dsub.add_parser("list", help="every dataset, where it is expected and whether it is found")
+    q.set_defaults(func=cmd_data_list)
+    q = dsub.add_parser("check", help="validate a dataset's layout and counts; say what is missing and how to get it")
+    q.add_argument("name", help="dataset name (see 'tips-bench data list')")
+    q.add_argument("--root", help="dataset folder (default: data root / the official folder name)")
+    q.set_defaults(func=cmd_data_check)

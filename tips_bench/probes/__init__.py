@@ -1,0 +1,1 @@
+"""Frozen-feature probes: light heads and parameter-free classifiers on backbone features."""

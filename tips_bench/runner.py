@@ -1,0 +1,265 @@
+"""Run (backbone, task, seed) cells: fill the feature cache, evaluate, append result rows.
+
+The backbone is loaded only when a cache entry is missing; everything after the fill step
+reads the cache. Every row carries the full protocol and provenance.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tips_bench.backbones import load_backbone
+from tips_bench.backbones.base import Backbone
+from tips_bench.backbones.checkpoints import weights_identity
+from tips_bench.backbones.spec import BackboneSpec, get_backbone_spec
+from tips_bench.cache import CacheEntry, FeatureCache, shard_size_for
+from tips_bench.data.catalog import open_dataset
+from tips_bench.extract import bytes_per_item, produce_batches
+from tips_bench.results import ResultRow, ResultsStore, capture_provenance, config_hash, new_run_id, utc_now
+from tips_bench.tasks.base import EvalContext, FeatureRequest, Task, get_task_definition, make_task
+
+#: Bump when extraction or probe code changes results for an unchanged protocol.
+PIPELINE_VERSION = 1
+
+
+@dataclass
+class RunOptions:
+    """Everything a run needs besides the (backbone, task) pair."""
+
+    checkpoint: str | None = None
+    random_init: bool = False
+    seed: int = 0
+    limit: int | None = None
+    device: str = "cpu"
+    batch_size: int = 16
+    num_workers: int = 0
+    cache_dir: str | None = None
+    data_root: str | None = None
+    progress: bool = True
+    num_heads: int | None = None
+    text_num_heads: int | None = None
+    arch: str | None = None
+    init_seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def backbone_label(name: str, random_init: bool) -> str:
+    """The name a result row carries: random-init runs are kept apart from trained weights."""
+    return f"{name}+random" if random_init else name
+
+
+class LazyBackbone:
+    """Loads the backbone on first use only (cache hits never load it) and counts forward passes."""
+
+    def __init__(self, spec: BackboneSpec, opts: RunOptions):
+        self.spec, self.opts = spec, opts
+        self._backbone: Backbone | None = None
+        self.loads = 0
+
+    def get(self) -> Backbone:
+        if self._backbone is None:
+            o = self.opts
+            self._backbone = load_backbone(self.spec.name, checkpoint=o.checkpoint, random_init=o.random_init,
+                                           device=o.device, num_heads=o.num_heads, text_num_heads=o.text_num_heads,
+                                           arch=o.arch, seed=o.init_seed)
+            self.loads += 1
+        return self._backbone
+
+    @property
+    def loaded(self) -> bool:
+        return self._backbone is not None
+
+
+def _peak_memory_mb(device: str) -> float:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _dataset_fingerprint(ds: Any, opts: RunOptions, size: int | None) -> dict[str, Any]:
+    info = getattr(ds, "info", None)
+    return {"name": getattr(ds, "name", type(ds).__name__), "split": getattr(ds, "split", ""), "len": len(ds),
+            "requested_size": size, "root": str(getattr(ds, "root", "")), "notes": getattr(info, "notes", ""),
+            "seed": getattr(ds, "seed", None)}
+
+
+class Runner:
+    """Runs cells and appends their rows to a results store."""
+
+    def __init__(self, store: ResultsStore | None = None, cache: FeatureCache | None = None):
+        self.store = store
+        self.cache = cache or FeatureCache()
+        self.last_forward_items = 0
+
+    def run(self, backbone: str, task_name: str, opts: RunOptions) -> list[ResultRow]:
+        start = time.perf_counter()
+        spec = get_backbone_spec(backbone)
+        task = make_task(get_task_definition(task_name))
+        task.check_backbone(spec)
+        identity = weights_identity(spec, opts.checkpoint, opts.random_init, opts.init_seed,
+                                    {"heads": opts.num_heads, "text_heads": opts.text_num_heads, "arch": opts.arch})
+        lazy = LazyBackbone(spec, opts)
+        size = task.resolution(spec)
+        datasets, entries = {}, {}
+        extracted, extract_seconds = 0, 0.0
+        self.last_forward_items = 0
+        for role, split in task.d.splits.items():
+            n = split.size if split.size is not None else None
+            ds = open_dataset(task.d.dataset, split.split, size=n, root=opts.extra.get("root"),
+                              image_size=tuple(task.d.p("render_size", size)), seed=int(task.d.p("data_seed", 0)),
+                              options=task.d.dataset_options)
+            if opts.limit:
+                ds = _Limited(ds, opts.limit)
+            datasets[role] = ds
+            request = shared_request(task, role, spec)
+            fields = {"weights": identity, "backbone": spec.name, "resolution": size, "request": asdict(request),
+                      "normalization": [spec.mean, spec.std], "resize": "bicubic",
+                      "pos_embed": spec.pos_embed_interpolation, "dataset": _dataset_fingerprint(ds, opts, n),
+                      "pipeline": PIPELINE_VERSION}
+            entry = self.cache.entry(fields)
+            t0 = time.perf_counter()
+            done = self._fill(entry, lazy, ds, size, request, opts, f"{task.d.name}/{role}")
+            extracted += done
+            extract_seconds += time.perf_counter() - t0 if done else 0.0
+            entries[role] = entry
+        first = next(iter(entries.values()))
+        layer_names = sorted((n for n in first.array_names() if n.startswith(("patches_", "a_patches_"))),
+                             key=lambda s: int(s.rsplit("_", 1)[1]))
+        global_name = task.d.p("global") or spec.default_global
+        ctx = EvalContext(entries=entries, datasets=datasets, backbone=spec, global_name=global_name,
+                          layer_names=layer_names, encode_texts=self._text_encoder(lazy, identity),
+                          seed=opts.seed, device="cpu", batch_size=int(task.d.p("probe", {}).get("batch_size", 8)),
+                          progress=opts.progress)
+        metrics = task.evaluate(ctx)
+        wall = time.perf_counter() - start
+        rows = self._rows(task, spec, opts, metrics, ctx, identity, wall, extracted, extract_seconds, datasets)
+        if self.store is not None:
+            self.store.append(rows)
+        return rows
+
+    def _fill(self, entry: CacheEntry, lazy: LazyBackbone, ds: Any, size: tuple[int, int], request,
+              opts: RunOptions, desc: str) -> int:
+        if entry.meta() is not None and entry.complete():
+            return 0
+        backbone = lazy.get()
+        grid = (size[0] // backbone.patch_size, size[1] // backbone.patch_size)
+        per_item = bytes_per_item(backbone.embed_dim, grid, 4, size) * (2 if request.pair else 1)
+        entry.prepare(len(ds), shard_size_for(per_item))
+        missing = sum(s.stop - s.start for s in entry.missing_shards())
+        bar = tqdm(total=missing, desc=f"extract {desc}", unit="img", disable=not opts.progress, leave=False)
+
+        def produce(lo: int, hi: int):
+            for batch in produce_batches(backbone, ds, lo, hi, size, request, opts.batch_size, opts.num_workers):
+                n = len(next(iter(batch.values())))
+                self.last_forward_items += n
+                bar.update(n)
+                yield batch
+
+        try:
+            return entry.fill(produce)
+        finally:
+            bar.close()
+
+    def _text_encoder(self, lazy: LazyBackbone, identity: str):
+        def encode(texts: list[str]) -> np.ndarray:
+            entry = self.cache.entry({"weights": identity, "backbone": lazy.spec.name, "texts": config_hash(texts),
+                                      "count": len(texts), "kind": "text", "pipeline": PIPELINE_VERSION})
+            if entry.meta() is None or not entry.complete():
+                backbone = lazy.get()
+                entry.prepare(len(texts), max(1, len(texts)))
+
+                def produce(lo: int, hi: int):
+                    for b in range(lo, hi, 256):
+                        emb = backbone.encode_text(texts[b : min(hi, b + 256)])
+                        yield {"text": emb.float().cpu().numpy()}
+
+                entry.fill(produce)
+            return entry.read("text")
+
+        return encode
+
+    def _rows(self, task: Task, spec: BackboneSpec, opts: RunOptions, metrics: dict[str, float], ctx: EvalContext,
+              identity: str, wall: float, extracted: int, extract_seconds: float, datasets: dict) -> list[ResultRow]:
+        prov = capture_provenance()
+        d = task.d
+        protocol = {"task_version": d.version, "type": d.type, "dataset": d.dataset,
+                    "splits": {r: asdict(s) for r, s in d.splits.items()}, **d.protocol,
+                    "resolution_used": list(task.resolution(spec)), "global_token": ctx.global_name,
+                    "layers_cached": ctx.layer_names, "limit": opts.limit, "pipeline": PIPELINE_VERSION,
+                    "timings": ctx.timings}
+        cfg = config_hash({"protocol": protocol, "weights": identity, "seed": opts.seed})
+        run_id, stamp = new_run_id(), utc_now()
+        eval_split = d.splits.get("eval", next(iter(d.splits.values()))).split
+        n_eval = len(datasets.get("eval", next(iter(datasets.values()))))
+        ips = extracted / extract_seconds if extract_seconds > 0 else 0.0
+        rows = []
+        for metric, value in metrics.items():
+            rows.append(ResultRow(
+                run_id=run_id, timestamp=stamp, backbone=backbone_label(spec.name, opts.random_init),
+                backbone_family=spec.family, task=d.name, task_version=d.version, dataset=d.dataset, split=eval_split,
+                metric=metric, value=float(value), higher_is_better=d.higher_is_better.get(metric, True),
+                seed=opts.seed, protocol=protocol, config_hash=cfg,
+                checkpoint_hash="" if opts.random_init else identity, code_version=prov["code_version"],
+                packages=prov["packages"], device=prov["device"] if opts.device == "cpu" else opts.device,
+                wall_time_s=wall, images_per_s=ips, peak_memory_mb=_peak_memory_mb(opts.device),
+                num_samples=n_eval, limit=opts.limit,
+            ))
+        return rows
+
+
+def shared_request(task: Task, role: str, spec: BackboneSpec) -> FeatureRequest:
+    """The task's own request, or the ``cache:`` request its definition declares so that tasks on the
+    same images (e.g. segmentation, depth and normals of one split) fill and share a single entry."""
+    shared = task.d.p("cache")
+    if not shared:
+        return task.request(role)
+    text_dense = shared.get("text_dense", False)
+    return FeatureRequest(layers=shared.get("layers", "last"), globals=bool(shared.get("globals", True)),
+                          text_dense=spec.can("text") if text_dense == "auto" else bool(text_dense),
+                          targets=tuple(shared.get("targets", ())), pair=bool(shared.get("pair", False)))
+
+
+class _Limited:
+    """The first ``limit`` items of a dataset (``--limit`` smoke runs)."""
+
+    def __init__(self, ds: Any, limit: int):
+        self._ds, self._n = ds, min(limit, len(ds))
+        self.info, self.name, self.split = getattr(ds, "info", None), getattr(ds, "name", ""), getattr(ds, "split", "")
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int):
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        return self._ds[i % self._n]
+
+    def __getattr__(self, name: str):
+        return getattr(self._ds, name)
+
+
+def run_grid(backbones: Sequence[tuple[str, bool]], tasks: Sequence[str], seeds: Sequence[int], opts: RunOptions,
+             runner: Runner) -> list[ResultRow]:
+    """Run every (backbone, random_init) x task x seed cell; a cell a backbone cannot do is skipped."""
+    from tips_bench.errors import CapabilityError
+
+    rows: list[ResultRow] = []
+    for name, random_init in backbones:
+        for task in tasks:
+            for seed in seeds:
+                cell = RunOptions(**{**asdict(opts), "random_init": random_init, "seed": seed})
+                try:
+                    rows += runner.run(name, task, cell)
+                except CapabilityError as exc:
+                    if len(backbones) * len(tasks) == 1:
+                        raise
+                    tqdm.write(f"skipped {backbone_label(name, random_init)} on {task}: {exc}")
+    return rows

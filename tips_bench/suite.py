@@ -1,0 +1,137 @@
+"""The built-in synthetic suite and the score-regression gate.
+
+Default suite: every ``toy_*`` task on the no-download baselines (``pixels`` and a randomly
+initialised ``tips_s14``). The regression baseline (``results/ci_baseline.csv``) stores, per
+(backbone, task, metric), the mean and standard deviation over several probe seeds and the
+tolerance band derived from them: ``mean ± max(k · std, floor)`` with ``k`` and the absolute
+``floor`` recorded in each row.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tips_bench.atomic import atomic_path
+from tips_bench.errors import TipsBenchError
+from tips_bench.results import ResultRow
+from tips_bench.runner import Runner, RunOptions, run_grid
+from tips_bench.tasks.base import all_task_definitions
+
+DEFAULT_BACKBONES: tuple[tuple[str, bool], ...] = (("pixels", False), ("tips_s14", True))
+BAND_K = 4.0
+BASELINE_FIELDS = ("backbone", "random_init", "task", "task_version", "metric", "higher_is_better", "mean", "std",
+                   "n_seeds", "band_k", "band_floor", "low", "high")
+
+
+def toy_tasks() -> list[str]:
+    return [d.name for d in all_task_definitions() if d.name.startswith("toy_")]
+
+
+def parse_backbone(text: str, random_init: bool) -> tuple[str, bool]:
+    """'tips_s14+random' or 'tips_s14' (with the global --random-init flag)."""
+    if text.endswith("+random"):
+        return text[: -len("+random")], True
+    return text, random_init
+
+
+def _floor(metric: str, mean: float) -> float:
+    """Smallest band half-width: 1.0 point for percentages, 2 % of the value for errors."""
+    return 1.0 if abs(mean) > 1.5 or metric.startswith(("top", "mIoU", "aAcc", "mAcc", "recall", "pck", "d1", "pct",
+                                                         "i2t", "t2i", "R@")) else max(0.02 * abs(mean), 1e-3)
+
+
+@dataclass(frozen=True)
+class Band:
+    backbone: str
+    random_init: bool
+    task: str
+    task_version: int
+    metric: str
+    higher_is_better: bool
+    mean: float
+    std: float
+    n_seeds: int
+    band_k: float
+    band_floor: float
+    low: float
+    high: float
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+def bands_from_rows(rows: Sequence[ResultRow], k: float = BAND_K) -> list[Band]:
+    """Tolerance bands from rows of several seeds of the same cells."""
+    groups: dict[tuple, list[ResultRow]] = defaultdict(list)
+    for r in rows:
+        groups[(r.backbone, r.task, r.task_version, r.metric)].append(r)
+    bands = []
+    for (backbone, task, version, metric), rs in sorted(groups.items()):
+        values = [r.value for r in rs if not math.isnan(r.value)]
+        if not values:
+            continue
+        mean = statistics.fmean(values)
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        floor = _floor(metric, mean)
+        half = max(k * std, floor)
+        name, random_init = parse_backbone(backbone, False)
+        bands.append(Band(name, random_init, task, version, metric, rs[0].higher_is_better, mean, std, len(values),
+                          k, floor, mean - half, mean + half))
+    return bands
+
+
+def write_baseline(bands: Sequence[Band], path: str | Path) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=BASELINE_FIELDS)
+        writer.writeheader()
+        for b in bands:
+            writer.writerow({f: getattr(b, f) for f in BASELINE_FIELDS})
+
+
+def read_baseline(path: str | Path) -> list[Band]:
+    p = Path(path)
+    if not p.is_file():
+        raise TipsBenchError(f"baseline {p} does not exist; create it with 'tips-bench regress --update {p}'")
+    with open(p, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = set(BASELINE_FIELDS) - set(reader.fieldnames or [])
+        if missing:
+            raise TipsBenchError(f"baseline {p} lacks columns {sorted(missing)}; regenerate it with --update")
+        bands = []
+        for row in reader:
+            bands.append(Band(row["backbone"], row["random_init"] == "True", row["task"], int(row["task_version"]),
+                              row["metric"], row["higher_is_better"] == "True", float(row["mean"]), float(row["std"]),
+                              int(row["n_seeds"]), float(row["band_k"]), float(row["band_floor"]), float(row["low"]),
+                              float(row["high"])))
+    return bands
+
+
+@dataclass(frozen=True)
+class Check:
+    band: Band
+    value: float | None
+
+    @property
+    def ok(self) -> bool:
+        return self.value is not None and self.band.contains(self.value)
+
+
+def check_against(bands: Sequence[Band], rows: Sequence[ResultRow]) -> list[Check]:
+    """Compare fresh rows with the baseline bands (a missing value or a version change fails)."""
+    by_key = {(*parse_backbone(r.backbone, False), r.task, r.task_version, r.metric): r.value for r in rows}
+    return [Check(b, by_key.get((b.backbone, b.random_init, b.task, b.task_version, b.metric))) for b in bands]
+
+
+def run_for_baseline(bands: Sequence[Band], seeds: Sequence[int], opts: RunOptions, runner: Runner) -> list[ResultRow]:
+    """Run exactly the (backbone, task) cells a baseline covers."""
+    cells = sorted({(b.backbone, b.random_init, b.task) for b in bands})
+    rows: list[ResultRow] = []
+    for backbone, random_init, task in cells:
+        rows += run_grid([(backbone, random_init)], [task], seeds, opts, runner)
+    return rows
