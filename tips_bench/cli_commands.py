@@ -56,7 +56,19 @@ def _run_options(args: argparse.Namespace):
                       batch_size=args.batch_size, num_workers=args.num_workers, cache_dir=args.cache_dir,
                       data_root=args.data_root, progress=not args.no_progress, num_heads=args.num_heads,
                       text_num_heads=args.text_num_heads, arch=args.arch,
-                      extra={"root": args.root} if args.root else {})
+                      overrides=_parse_overrides(args.set), extra={"root": args.root} if args.root else {})
+
+
+def _parse_overrides(items: list[str] | None) -> dict:
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise TipsBenchError(f"--set {item} is not KEY=VALUE (e.g. --set probe.epochs=1)")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def _seeds(args: argparse.Namespace) -> list[int]:
@@ -82,9 +94,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         backbones = [suite.parse_backbone(b, args.random_init) for a in args.backbone for b in a.split(",") if b]
     else:
         backbones = list(suite.DEFAULT_BACKBONES)
-    tasks = [t for a in args.task for t in a.split(",") if t] if args.task else suite.toy_tasks()
+    tasks = [t for a in args.task for t in a.split(",") if t] if args.task else suite.suite_tasks(args.suite)
     if not args.backbone and not args.task:
-        print(f"tips-bench: running the built-in synthetic suite ({len(tasks)} tasks) on the no-download "
+        print(f"tips-bench: running the built-in synthetic suite '{args.suite}' ({len(tasks)} tasks) on the no-download "
               "baselines pixels and tips_s14+random; see 'tips-bench run --help' for real backbones and data")
     runner = _runner(args)
     rows = run_grid(backbones, tasks, _seeds(args), _run_options(args), runner)
@@ -176,7 +188,7 @@ def cmd_regress(args: argparse.Namespace) -> int:
     opts = _run_options(args)
     if args.update:
         backbones = [suite.parse_backbone(b, False) for b in (args.backbone or [])] or list(suite.DEFAULT_BACKBONES)
-        tasks = args.task or suite.toy_tasks()
+        tasks = [t for a in args.task for t in a.split(",") if t] if args.task else suite.suite_tasks(args.suite)
         from tips_bench.runner import run_grid
 
         rows = run_grid(backbones, tasks, list(range(args.seeds or 3)), opts, runner)
@@ -238,6 +250,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 
     _add_backbone_args(p, required=False, many=True)
     p.add_argument("--task", action="append", help="task name(s), comma-separated or repeated (default: all toy_*)")
+    p.add_argument("--suite", default="toy", help="run every task of this suite when no --task is given "
+                   "(toy: the default synthetic suite; toy-extended: adds the DPT probes)")
     p.add_argument("--limit", type=int, help="use only the first N items of every split (smoke runs)")
     p.add_argument("--seed", type=int, default=0, help="probe seed (default: 0)")
     p.add_argument("--seeds", type=int, help="run seeds 0..N-1 instead of --seed")
@@ -251,6 +265,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("terminal", "markdown", "csv"), default="terminal", help="table format")
     p.add_argument("--no-paper", action="store_true", help="do not show the papers' numbers beside ours")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a protocol value of the task, e.g. --set probe.epochs=1 --set resolution=224 "
+                   "(recorded in every result row under protocol.overrides)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

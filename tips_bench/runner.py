@@ -48,6 +48,7 @@ class RunOptions:
     text_num_heads: int | None = None
     arch: str | None = None
     init_seed: int = 0
+    overrides: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -102,7 +103,7 @@ class Runner:
     def run(self, backbone: str, task_name: str, opts: RunOptions) -> list[ResultRow]:
         start = time.perf_counter()
         spec = get_backbone_spec(backbone)
-        task = make_task(get_task_definition(task_name))
+        task = make_task(apply_overrides(get_task_definition(task_name), opts.overrides))
         task.check_backbone(spec)
         identity = weights_identity(spec, opts.checkpoint, opts.random_init, opts.init_seed,
                                     {"heads": opts.num_heads, "text_heads": opts.text_num_heads, "arch": opts.arch})
@@ -213,6 +214,27 @@ class Runner:
                 num_samples=n_eval, limit=opts.limit,
             ))
         return rows
+
+
+def apply_overrides(definition, overrides: dict[str, Any]):
+    """A copy of a task definition with dotted protocol keys replaced (``probe.epochs=1``).
+
+    Overridden values are recorded in ``protocol['overrides']`` of every result row.
+    """
+    if not overrides:
+        return definition
+    import copy
+    from dataclasses import replace
+
+    protocol = copy.deepcopy(definition.protocol)
+    for dotted, value in overrides.items():
+        node = protocol
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    protocol["overrides"] = dict(overrides)
+    return replace(definition, protocol=protocol)
 
 
 def shared_request(task: Task, role: str, spec: BackboneSpec) -> FeatureRequest:

@@ -29,8 +29,16 @@ BASELINE_FIELDS = ("backbone", "random_init", "task", "task_version", "metric", 
                    "n_seeds", "band_k", "band_floor", "low", "high")
 
 
+def suite_tasks(suite: str = "toy") -> list[str]:
+    """Tasks whose definition lists ``suite: <suite>`` ('toy' = the default of ``tips-bench run``)."""
+    names = [d.name for d in all_task_definitions() if d.raw.get("suite") == suite]
+    if not names:
+        raise TipsBenchError(f"no task belongs to suite '{suite}'; suites are set by 'suite:' in tasks/*.yaml")
+    return names
+
+
 def toy_tasks() -> list[str]:
-    return [d.name for d in all_task_definitions() if d.name.startswith("toy_")]
+    return suite_tasks("toy")
 
 
 def parse_backbone(text: str, random_init: bool) -> tuple[str, bool]:
