@@ -57,7 +57,7 @@ def bench_fill(images: int, size: int, batch: int, workers: int, tmp: Path) -> N
     from tips_bench.data.synthetic import SceneDataset
     from tips_bench.images import to_tensor
     from tips_bench.results import ResultsStore
-    from tips_bench.runner import RunOptions, Runner
+    from tips_bench.runner import Runner, RunOptions
 
     backbone = load_backbone("tips_b14", random_init=True)
     data = SceneDataset("val", images, image_size=(size, size), seed=0)

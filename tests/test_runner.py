@@ -13,7 +13,7 @@ import torch
 from tips_bench.cache import FeatureCache
 from tips_bench.cli import main
 from tips_bench.results import ResultsStore
-from tips_bench.runner import RunOptions, Runner
+from tips_bench.runner import Runner, RunOptions
 
 SMALL = {"resolution": 56, "probe.epochs": 2}
 

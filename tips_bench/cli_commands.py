@@ -96,8 +96,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         backbones = list(suite.DEFAULT_BACKBONES)
     tasks = [t for a in args.task for t in a.split(",") if t] if args.task else suite.suite_tasks(args.suite)
     if not args.backbone and not args.task:
-        print(f"tips-bench: running the built-in synthetic suite '{args.suite}' ({len(tasks)} tasks) on the no-download "
-              "baselines pixels and tips_s14+random; see 'tips-bench run --help' for real backbones and data")
+        print(f"tips-bench: running the built-in synthetic suite '{args.suite}' ({len(tasks)} tasks) on the "
+              "no-download baselines pixels and tips_s14+random; see 'tips-bench run --help' for real backbones")
     runner = _runner(args)
     rows = run_grid(backbones, tasks, _seeds(args), _run_options(args), runner)
     if not rows:
