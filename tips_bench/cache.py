@@ -143,6 +143,14 @@ class CacheEntry:
                                    "key": self.key}, indent=1, default=str))
         os.replace(tmp, self.meta_path)
 
+    def annotate(self, **values: Any) -> None:
+        """Add facts to meta.json (e.g. the extraction rate), atomically."""
+        meta = self.meta() or {}
+        meta.update(values)
+        tmp = self.meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=1, default=str))
+        os.replace(tmp, self.meta_path)
+
     def write_shard(self, shard: Shard, arrays: dict[str, np.ndarray]) -> None:
         """Write one shard's arrays atomically (temp folder, fsync, CRCs, rename)."""
         tmp = shard.path.with_suffix(".tmp")

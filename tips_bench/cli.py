@@ -26,14 +26,19 @@ def _add_backbone_args(p: argparse.ArgumentParser, required: bool = True, many: 
     p.add_argument("--text-num-heads", type=int, help="override the attention head count of the text tower (TIPS)")
     p.add_argument("--arch", help="open_clip architecture name, for the generic 'openclip' backbone")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the transformer blocks (faster on large inputs; the first batch compiles)")
 
 
 def _backbone_from_args(args: argparse.Namespace):
     from tips_bench.backbones import load_backbone
 
-    return load_backbone(args.backbone, checkpoint=args.checkpoint, random_init=args.random_init,
-                         device=args.device, num_heads=args.num_heads, text_num_heads=args.text_num_heads,
-                         arch=args.arch, seed=getattr(args, "seed", 0) or 0)
+    backbone = load_backbone(args.backbone, checkpoint=args.checkpoint, random_init=args.random_init,
+                             device=args.device, num_heads=args.num_heads, text_num_heads=args.text_num_heads,
+                             arch=args.arch, seed=getattr(args, "seed", 0) or 0)
+    if args.compile and hasattr(backbone, "compile"):
+        backbone.compile()
+    return backbone
 
 
 def cmd_backbones(args: argparse.Namespace) -> int:

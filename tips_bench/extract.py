@@ -68,7 +68,10 @@ class PreparedSplit(torch.utils.data.Dataset):
         return self.stop - self.start
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        sample = self.dataset[self.start + i]
+        # writable copies: decoded PIL arrays are read-only and torch's collate warns about them
+        return {k: np.require(v, requirements="W") for k, v in self._prepare(self.dataset[self.start + i]).items()}
+
+    def _prepare(self, sample: dict) -> dict[str, np.ndarray]:
         if self.request.pair:
             out = {}
             for side in ("a", "b"):

@@ -48,6 +48,7 @@ class RunOptions:
     text_num_heads: int | None = None
     arch: str | None = None
     init_seed: int = 0
+    compile: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -71,6 +72,8 @@ class LazyBackbone:
             self._backbone = load_backbone(self.spec.name, checkpoint=o.checkpoint, random_init=o.random_init,
                                            device=o.device, num_heads=o.num_heads, text_num_heads=o.text_num_heads,
                                            arch=o.arch, seed=o.init_seed)
+            if o.compile and hasattr(self._backbone, "compile"):
+                self._backbone.compile()
             self.loads += 1
         return self._backbone
 
@@ -128,8 +131,14 @@ class Runner:
             entry = self.cache.entry(fields)
             t0 = time.perf_counter()
             done = self._fill(entry, lazy, ds, size, request, opts, f"{task.d.name}/{role}")
-            extracted += done
-            extract_seconds += time.perf_counter() - t0 if done else 0.0
+            if done:
+                extracted += done
+                extract_seconds += time.perf_counter() - t0
+                entry.annotate(fill_images_per_s=done / (time.perf_counter() - t0))
+            else:  # features came from the cache: report the rate measured when they were extracted
+                cached_rate = (entry.meta() or {}).get("fill_images_per_s", 0.0)
+                extracted += entry.num_items
+                extract_seconds += entry.num_items / cached_rate if cached_rate else 0.0
             entries[role] = entry
         first = next(iter(entries.values()))
         layer_names = sorted((n for n in first.array_names() if n.startswith(("patches_", "a_patches_"))),

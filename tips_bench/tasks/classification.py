@@ -60,7 +60,10 @@ class LinearClassificationTask(Task):
         probe = self.d.p("probe", {})
         bs = int(probe.get("batch_size", 256))
         schedule = Schedule(epochs=int(probe.get("epochs", 100)), lr=float(probe.get("lr", 1e-3)),
-                            weight_decay=float(probe.get("weight_decay", 1e-4)))
+                            weight_decay=float(probe.get("weight_decay", 1e-4)),
+                            warmup_epochs=float(probe.get("warmup_epochs", 0.0)),
+                            optimizer=str(probe.get("optimizer", "adamw")),
+                            lr_schedule=str(probe.get("lr_schedule", "cosine")))
         gen = torch.Generator().manual_seed(ctx.seed)
 
         def batches(epoch: int):
@@ -93,12 +96,50 @@ class KnnRetrievalTask(Task):
         query, qy = _globals_and_labels(ctx, "eval")
         index, iy = _globals_and_labels(ctx, "train")
         q_ds, i_ds = ctx.datasets["eval"], ctx.datasets["train"]
+        if all(hasattr(ds, a) for ds in (q_ds, i_ds) for a in ("slices", "label_sets", "domain_ids")):
+            scores = _uned_recall_at_1(query, index, q_ds, i_ds, ctx.device)
+            return {m: v for m, v in scores.items() if m in self.d.metrics}
         if hasattr(q_ds, "domain_ids") and hasattr(i_ds, "domain_ids"):
             qy = np.stack([qy, np.asarray(q_ds.domain_ids)[: len(qy)]], axis=1)
             iy = np.stack([iy, np.asarray(i_ds.domain_ids)[: len(iy)]], axis=1)
         self_ids = getattr(ctx.datasets.get("eval"), "self_index", None)
         r1 = knn_retrieval_recall_at_1(query, qy, index, iy, exclude_self_ids=self_ids)
         return {"R@1": r1}
+
+
+def _uned_recall_at_1(query: np.ndarray, index: np.ndarray, q_ds, i_ds, device: str = "cpu") -> dict[str, float]:
+    """UnED's merged-index R@1 (nikosips/Universal-Image-Embeddings ``knn_utils.py``), per domain and averaged.
+
+    ``q_ds`` / ``i_ds`` are :class:`~tips_bench.data.uned.UnedDataset` query / index splits, possibly cut to their
+    first items (``--limit``). The nearest index item (cosine) is a hit when it has the query's domain and shares
+    one of its class ids (``label_sets``). Where a domain's index file is its query file, query ``q`` of that domain
+    sits at index position ``index_start + (q - query_start)`` and is excluded from its own ranking (UnED's
+    ``throw_1st``). ``R@1`` = mean over the domains that have queries; ``R@1_pooled`` = over all queries.
+    """
+    nq, ni = len(query), len(index)
+    q_dom, i_dom = np.asarray(q_ds.domain_ids)[:nq], np.asarray(i_ds.domain_ids)[:ni]
+    self_ids = np.full(nq, -1, dtype=np.int64)
+    for domain in q_ds.info.extra.get("self_indexed", ()):
+        (q0, q1), (i0, _) = q_ds.slices[domain], i_ds.slices[domain]
+        pos = np.arange(q0, min(q1, nq))
+        self_ids[pos] = np.where(i0 + pos - q0 < ni, i0 + pos - q0, -1)
+    q = torch.nn.functional.normalize(torch.from_numpy(query).to(device), dim=1)
+    x = torch.nn.functional.normalize(torch.from_numpy(index).to(device), dim=1)
+    nearest = []
+    for start in range(0, nq, 256):  # 256 x index similarities at a time (~1.4 GB for the full 1.4M index)
+        sims = q[start : start + 256] @ x.T
+        ids = torch.from_numpy(self_ids[start : start + 256]).to(device)
+        rows = torch.nonzero(ids >= 0).flatten()
+        sims[rows, ids[rows]] = -torch.inf
+        nearest.append(torch.argmax(sims, dim=1).cpu().numpy())  # first maximum: lowest index position wins ties
+    nn = np.concatenate(nearest) if nearest else np.zeros(0, dtype=np.int64)
+    hit = np.array([q_dom[k] == i_dom[j] and bool(set(q_ds.label_sets[k]) & set(i_ds.label_sets[j]))
+                    for k, j in enumerate(nn)], dtype=bool)
+    out = {f"R@1_{name}": float(hit[q_dom == d].mean() * 100.0)
+           for d, name in enumerate(q_ds.info.extra["domains"]) if (q_dom == d).any()}
+    out["R@1"] = float(np.mean(list(out.values()))) if out else float("nan")
+    out["R@1_pooled"] = float(hit.mean() * 100.0) if nq else float("nan")
+    return out
 
 
 _ = ClassVar  # keep the import for type checkers of subclasses

@@ -66,7 +66,9 @@ class DenseTask(Task):
         probe = self.d.p("probe", {})
         schedule = Schedule(epochs=int(probe.get("epochs", 10)), lr=float(probe.get("lr", 1e-3)),
                             weight_decay=float(probe.get("weight_decay", 1e-4)),
-                            warmup_epochs=float(probe.get("warmup_epochs", 0.0)))
+                            warmup_epochs=float(probe.get("warmup_epochs", 0.0)),
+                            optimizer=str(probe.get("optimizer", "adamw")),
+                            lr_schedule=str(probe.get("lr_schedule", "cosine")))
         n_train = ctx.entries["train"].num_items
         steps = math.ceil(n_train / ctx.batch_size)
 
