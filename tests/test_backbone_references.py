@@ -174,6 +174,21 @@ def test_dinov2_matches_reference(dinov2_files, name, size):
     assert _max_diff(feats.patches[0], ref["layers"][0]) <= TOL
 
 
+@pytest.mark.parametrize("name", ["dinov2_tiny", "dinov2_tiny_reg"])
+def test_dinov2_timm_safetensors_export_matches_reference(dinov2_files, name, tmp_path):
+    """timm's export of the weights (timm key names, .safetensors, as on the Hugging Face hub) loads too."""
+    from safetensors.torch import save_file
+
+    path, sd = dinov2_files[name]
+    exported = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in load_backbone(name, checkpoint=path).model.state_dict().items()},
+              str(exported))
+    pixels = _pixels(*DINO_SIZES[-1])
+    feats = load_backbone(name, checkpoint=exported).encode_image(pixels)
+    ref = dinov2_forward(sd, _normalise(pixels, IMAGENET), num_heads=2)
+    assert _max_diff(feats.patches[1], ref["patches"]) <= TOL
+
+
 @pytest.mark.parametrize("size", DINO_SIZES[1:], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_dinov2_offset_formula_matters(dinov2_files, size):
     """timm's default resampling (bicubic, antialias, size-driven) is far from the hub's no-register rule."""

@@ -166,3 +166,16 @@ def test_random_init_is_seeded():
     # random-init text: seeded tower, bundled BPE tokenizer (no download)
     torch.testing.assert_close(a.encode_text(["a red cube"]), b.encode_text(["a red cube"]))
     assert a.encode_text(["a red cube", ""]).shape == (2, 384)
+
+
+def test_timm_safetensors_export_loads_to_the_same_features(tmp_path, tips_fixture_backbone, vision_ref):
+    """A timm / Hugging Face export (timm key names, .safetensors) of the same weights gives the same outputs."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in tips_fixture_backbone.model.state_dict().items()}, str(path))
+    exported = load_backbone("tips", checkpoint=path, num_heads=2)
+    pixels = torch.from_numpy(vision_ref["input_280x392"]).float() / 255.0
+    a, b = exported.encode_image(pixels), tips_fixture_backbone.encode_image(pixels)
+    torch.testing.assert_close(a.globals["cls2"], b.globals["cls2"])
+    torch.testing.assert_close(a.patches[2], b.patches[2])

@@ -40,12 +40,14 @@ def load_dinov2(spec: BackboneSpec, files: CheckpointFiles | None, device: str, 
     path = files.require("vision")
     sd = read_state_dict(path)
     family = guess_family(sd)
-    regs = sd["register_tokens"].shape[1] if "register_tokens" in sd else 0
+    # official hub .pth (register_tokens, mask_token) or timm's export of it (reg_token, e.g. HF safetensors)
+    regs = next((sd[k].shape[1] for k in ("register_tokens", "reg_token") if k in sd), 0)
     width, depth = sd["cls_token"].shape[-1] if "cls_token" in sd else 0, count_blocks(sd, "blocks.")
-    if family != "dinov2" or regs != arch["registers"] or width != arch["embed_dim"] or depth != arch["depth"]:
+    if family not in ("dinov2", "timm_vit") or regs != arch["registers"] or width != arch["embed_dim"] \
+            or depth != arch["depth"]:
         raise CheckpointError(f"{path} is {describe_state_dict(sd)}, not {spec.name} (width {arch['embed_dim']}, "
                               f"{arch['depth']} blocks, {arch['registers']} registers); pass the matching file")
-    grid = math.isqrt(sd["pos_embed"].shape[1] - 1)
+    grid = math.isqrt(sd["pos_embed"].shape[1] - (0 if "reg_token" in sd else 1))
     model = _create(spec, img_size=grid * spec.patch_size)
     model.load_state_dict(checkpoint_filter_fn(sd, model), strict=True)
     backbone = TimmViTBackbone(spec, model, _global_fn, device)

@@ -31,20 +31,31 @@ from tips_bench.errors import CheckpointError
 
 
 def tips_architecture(sd: StateDict) -> dict[str, int | str]:
-    """Width, depth, FFN type and hidden size, registers, patch size and grid of a vision npz."""
+    """Width, depth, FFN type and hidden size, registers, patch size and grid of a vision checkpoint.
+
+    Reads the official ``*_vision.npz`` layout and timm's export of it (``reg_token``, patch-only
+    ``pos_embed``, ``mlp.fc1``/``fc2``), e.g. a Hugging Face ``model.safetensors``.
+    """
     width = sd["cls_token"].shape[-1]
-    swiglu = "blocks.0.mlp.w12.weight" in sd
-    hidden = sd["blocks.0.mlp.w12.weight" if swiglu else "blocks.0.mlp.fc1.weight"].shape[0]
-    grid = math.isqrt(sd["pos_embed"].shape[1] - 1)
+    timm_layout = "reg_token" in sd  # timm / Hugging Face export: no class position, registers as reg_token
+    swiglu = "blocks.0.mlp.w12.weight" in sd or (timm_layout and _is_swiglu(sd))
+    hidden = sd["blocks.0.mlp.w12.weight" if "blocks.0.mlp.w12.weight" in sd else "blocks.0.mlp.fc1.weight"].shape[0]
+    grid = math.isqrt(sd["pos_embed"].shape[1] - (0 if timm_layout else 1))
+    regs = sd["reg_token"] if timm_layout else sd.get("register_tokens")
     return {
         "embed_dim": width,
         "depth": count_blocks(sd, "blocks."),
         "ffn": "swiglu" if swiglu else "mlp",
         "mlp_hidden": hidden,
-        "reg_tokens": sd["register_tokens"].shape[1] if "register_tokens" in sd else 0,
+        "reg_tokens": regs.shape[1] if regs is not None else 0,
         "patch_size": sd["patch_embed.proj.weight"].shape[-1],
         "grid": grid,
     }
+
+
+def _is_swiglu(sd: StateDict) -> bool:
+    """timm's packed SwiGLU: fc2 takes half of fc1's outputs."""
+    return sd["blocks.0.mlp.fc2.weight"].shape[1] * 2 == sd["blocks.0.mlp.fc1.weight"].shape[0]
 
 
 def _mlp_ratio(hidden: int, width: int) -> float:
@@ -168,7 +179,8 @@ def load_tips(spec: BackboneSpec, files: CheckpointFiles | None, device: str, nu
         return backbone
     path = files.require("vision")
     sd = read_state_dict(path)
-    if guess_family(sd) != "tips_vision":
+    timm_export = guess_family(sd) == "timm_vit" and "reg_token" in sd and sd["reg_token"].shape[1] == 1
+    if guess_family(sd) != "tips_vision" and not timm_export:
         raise CheckpointError(f"{path} is {describe_state_dict(sd)}, not a TIPS vision tower (*_vision.npz); "
                               "pass the *_vision.npz file of the release")
     arch = tips_architecture(sd)
