@@ -76,7 +76,8 @@ def test_cli_run_report_export(env, capsys):
             "--no-progress", "--seeds", "2"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "toy_knn/top1" in out and "toy_corr/recall@10px" in out
+    # --limit / --set runs are smoke runs: shown apart, never compared with the paper or full runs
+    assert "toy_knn (smoke)/top1" in out and "toy_corr (smoke)/recall@10px" in out
     assert main(["report", "--format", "markdown", "--plot", str(env / "plots")]) == 0
     md = capsys.readouterr().out
     assert "| pixels |" in md and "±" in md  # two seeds give a spread
@@ -84,7 +85,7 @@ def test_cli_run_report_export(env, capsys):
     assert main(["export", "--csv", str(env / "board.csv")]) == 0
     with open(env / "board.csv") as fh:
         board = list(csv.DictReader(fh))
-    knn = next(r for r in board if r["task"] == "toy_knn" and r["metric"] == "top1")
+    knn = next(r for r in board if r["task"] == "toy_knn (smoke)" and r["metric"] == "top1")
     assert int(knn["n_seeds"]) == 2 and json.loads(knn["protocol"])["overrides"] == {"resolution": 56}
 
 

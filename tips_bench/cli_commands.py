@@ -27,15 +27,24 @@ def _headline_columns(rows) -> list[str]:
     columns = []
     for task in dict.fromkeys(r.task for r in rows):
         try:
-            columns.append(f"{task}/{get_task_definition(task).headline}")
+            columns.append(f"{task}/{get_task_definition(task.removesuffix(' (smoke)')).headline}")
         except TipsBenchError:
             continue
     return columns
 
 
+def _mark_smoke_runs(rows):
+    """Rows from --limit or --set runs are shown as '<task> (smoke)': never averaged with, or compared
+    against the paper as, full-protocol results."""
+    from dataclasses import replace
+
+    return [replace(r, task=f"{r.task} (smoke)") if r.limit or r.protocol.get("overrides") else r for r in rows]
+
+
 def _print_table(rows, fmt: str, paper: bool, title: str = "", all_metrics: bool = False) -> None:
     from tips_bench import report
 
+    rows = _mark_smoke_runs(rows)
     metrics = None if all_metrics else _headline_columns(rows) or None
     table = report.comparison_table(rows, paper=report.load_paper_reference() if paper else None, metrics=metrics)
     if fmt == "markdown":
@@ -165,7 +174,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise TipsBenchError(f"no results in {_store(args.results).path}; run 'tips-bench run' first")
     _print_table(rows, args.format, paper=not args.no_paper, all_metrics=args.all_metrics)
     if args.plot:
-        paths = report.plot(rows, Path(args.plot), paper=None if not args.no_paper else [])
+        paths = report.plot(_mark_smoke_runs(rows), Path(args.plot), paper=None if not args.no_paper else [])
         print(f"wrote {len(paths)} plots to {args.plot}")
     return 0
 
@@ -176,7 +185,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     rows = _store(args.results).rows()
     if not rows:
         raise TipsBenchError(f"no results in {_store(args.results).path}; run 'tips-bench run' first")
-    report.export_leaderboard(rows, Path(args.csv), paper=None if not args.no_paper else [])
+    report.export_leaderboard(_mark_smoke_runs(rows), Path(args.csv), paper=None if not args.no_paper else [])
     print(f"wrote {args.csv}")
     return 0
 

@@ -74,11 +74,14 @@ class PreparedSplit(torch.utils.data.Dataset):
     def _prepare(self, sample: dict) -> dict[str, np.ndarray]:
         if self.request.pair:
             out = {}
+            k = self.request.max_points
             for side in ("a", "b"):
                 img = sample[f"image_{side}"]
                 out[f"image_{side}"] = resize_uint8(img, self.size)
-                out[f"points_{side}"] = _scale_points(sample[f"points_{side}"], img.shape[:2], self.size)
-            out["points_valid"] = np.asarray(sample["points_valid"], dtype=bool)
+                points = _scale_points(sample[f"points_{side}"], img.shape[:2], self.size)[:k]
+                out[f"points_{side}"] = np.concatenate([points, np.zeros((k - len(points), 2), np.float32)])
+            valid = np.asarray(sample["points_valid"], dtype=bool)[:k]
+            out["points_valid"] = np.concatenate([valid, np.zeros(k - len(valid), bool)])  # pairs differ in count
             box = np.asarray(sample["bbox_b"], dtype=np.float32).copy()
             src = sample["image_b"].shape[:2]
             box[[0, 2]] *= self.size[1] / src[1]

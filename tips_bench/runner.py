@@ -144,10 +144,10 @@ class Runner:
         layer_names = sorted((n for n in first.array_names() if n.startswith(("patches_", "a_patches_"))),
                              key=lambda s: int(s.rsplit("_", 1)[1]))
         global_name = task.d.p("global") or spec.default_global
+        probe_batch = int(task.d.p("probe", {}).get("batch_size", 8))
         ctx = EvalContext(entries=entries, datasets=datasets, backbone=spec, global_name=global_name,
                           layer_names=layer_names, encode_texts=self._text_encoder(lazy, identity),
-                          seed=opts.seed, device="cpu", batch_size=int(task.d.p("probe", {}).get("batch_size", 8)),
-                          progress=opts.progress)
+                          seed=opts.seed, device=opts.device, batch_size=probe_batch, progress=opts.progress)
         metrics = task.evaluate(ctx)
         wall = time.perf_counter() - start
         rows = self._rows(task, spec, opts, metrics, ctx, identity, wall, extracted, extract_seconds, datasets)
@@ -201,6 +201,7 @@ class Runner:
         prov = capture_provenance()
         d = task.d
         protocol = {"task_version": d.version, "type": d.type, "dataset": d.dataset,
+                    "dataset_options": d.dataset_options,
                     "splits": {r: asdict(s) for r, s in d.splits.items()}, **d.protocol,
                     "resolution_used": list(task.resolution(spec)), "global_token": ctx.global_name,
                     "layers_cached": ctx.layer_names, "limit": opts.limit, "pipeline": PIPELINE_VERSION,
@@ -255,7 +256,8 @@ def shared_request(task: Task, role: str, spec: BackboneSpec) -> FeatureRequest:
     text_dense = shared.get("text_dense", False)
     return FeatureRequest(layers=shared.get("layers", "last"), globals=bool(shared.get("globals", True)),
                           text_dense=spec.can("text") if text_dense == "auto" else bool(text_dense),
-                          targets=tuple(shared.get("targets", ())), pair=bool(shared.get("pair", False)))
+                          targets=tuple(shared.get("targets", ())), pair=bool(shared.get("pair", False)),
+                          max_points=int(shared.get("max_points", 64)))
 
 
 class _Limited:

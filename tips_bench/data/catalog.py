@@ -62,5 +62,6 @@ def open_dataset(name: str, split: str, size: int | None = None, root: str | Pat
     entry = entries[name]
     path = dataset_root(name, root)
     if not path.exists():
-        raise DatasetError(f"{name} not found at {path}; {entry.how_to_get} Then pass --data-root or --root.")
+        raise DatasetError(f"{name} not found at {path}; {entry.how_to_get.rstrip('.')}, then pass --data-root "
+                           "or --root")
     return entry.open(path, split, **options)

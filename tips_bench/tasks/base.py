@@ -89,6 +89,7 @@ class FeatureRequest:
     text_dense: bool = False
     targets: tuple[str, ...] = ()            # sample keys stored next to the features
     pair: bool = False                       # samples are image pairs (correspondence)
+    max_points: int = 64                     # pairs: keypoints padded (invalid) or cut to this count
 
 
 @dataclass

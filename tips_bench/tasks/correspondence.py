@@ -44,7 +44,8 @@ class CorrespondenceTask(Task):
     needs: ClassVar[frozenset[str]] = frozenset({"dense"})
 
     def request(self, role: str) -> FeatureRequest:
-        return FeatureRequest(layers=self.d.p("layers", "last"), globals=False, pair=True)
+        return FeatureRequest(layers=self.d.p("layers", "last"), globals=False, pair=True,
+                              max_points=int(self.d.p("max_points", 64)))
 
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
         layer = [n for n in ctx.layer_names if n.startswith("a_patches_")][int(self.d.p("layer", -1))]

@@ -16,9 +16,16 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from tips_bench.errors import TipsBenchError
 from tips_bench.metrics import DepthMeter, NormalsMeter, SegmentationMeter
 from tips_bench.probes.heads import BinsDepthHead, DPTHead, LinearHead, to_normals
-from tips_bench.probes.losses import angular_loss, segmentation_loss, silog_loss
+from tips_bench.probes.losses import (
+    angular_loss,
+    probe3d_depth_loss,
+    segmentation_loss,
+    silog_loss,
+    uncertainty_angular_loss,
+)
 from tips_bench.probes.training import Schedule, train_probe
 from tips_bench.tasks.base import EvalContext, FeatureRequest, Task, register_task_type
 from tips_bench.tasks.common import global_key, num_classes, pick_layers, to_torch
@@ -80,7 +87,9 @@ class DenseTask(Task):
 
         def batches(epoch: int):
             for b in ctx.batches("train", names, seed=ctx.seed * 100_003 + epoch):
-                yield to_torch(b)
+                yield to_torch(b, ctx.device)
+
+        head.to(ctx.device)
 
         t0 = time.perf_counter()
         train_probe(head, batches, lambda m, b: self.loss(forward(m, b), b), schedule, steps_per_epoch=steps,
@@ -90,7 +99,7 @@ class DenseTask(Task):
         head.eval()
         with torch.inference_mode():
             for b in ctx.batches("eval", names):
-                self.score(forward(head, to_torch(b)), b, meter)
+                self.score(forward(head, to_torch(b, ctx.device)).cpu(), b, meter)
         ctx.timings |= {"probe_train_s": round(t1 - t0, 3), "probe_eval_s": round(time.perf_counter() - t1, 3)}
         return self.finish(meter)
 
@@ -136,11 +145,17 @@ class DepthTask(DenseTask):
         return out[:, 0]
 
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return silog_loss(self.predict(out), batch["depth"], batch["depth_valid"].bool())
+        kind = self.d.p("loss", "silog")
+        pred, gt, valid = self.predict(out), batch["depth"], batch["depth_valid"].bool()
+        if kind == "probe3d":  # 10 x SigLoss + 0.5 x gradient matching (probe3d train_depth.py)
+            return probe3d_depth_loss(pred, gt, valid, max_depth=self._range()[1])
+        if kind != "silog":
+            raise TipsBenchError(f"task {self.d.name}: unknown depth loss '{kind}'; use silog or probe3d")
+        return silog_loss(pred, gt, valid)
 
     def meter(self, ctx: EvalContext) -> DepthMeter:
-        lo, hi = self._range()
-        return DepthMeter(min_depth=lo, max_depth=hi)
+        lo, hi = self.d.p("eval_depth_range", self._range())
+        return DepthMeter(min_depth=float(lo) if lo is not None else None, max_depth=float(hi) if hi else None)
 
     def score(self, out: torch.Tensor, batch: dict[str, np.ndarray], meter: DepthMeter) -> None:
         pred = self.predict(out).numpy()
@@ -154,11 +169,17 @@ class NormalsTask(DenseTask):
     targets = ("normals", "normals_valid")
 
     def out_channels(self, ctx: EvalContext) -> int:
-        return 3
+        return 4 if self.d.p("loss", "angular") == "uncertainty" else 3  # 4th channel: probe3d's kappa
 
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        normals, _ = _split_normals(out)
-        return angular_loss(normals, batch["normals"].permute(0, 3, 1, 2), batch["normals_valid"].bool())
+        normals, kappa = _split_normals(out)
+        gt, valid = batch["normals"].permute(0, 3, 1, 2), batch["normals_valid"].bool()
+        kind = self.d.p("loss", "angular")
+        if kind == "uncertainty":  # Bae et al. uncertainty-aware angular loss, as probe3d
+            return uncertainty_angular_loss(normals, kappa, gt, valid)
+        if kind != "angular":
+            raise TipsBenchError(f"task {self.d.name}: unknown normals loss '{kind}'; use angular or uncertainty")
+        return angular_loss(normals, gt, valid)
 
     def meter(self, ctx: EvalContext) -> NormalsMeter:
         return NormalsMeter()
