@@ -51,6 +51,20 @@ def _crc(path: Path) -> int:
     return crc
 
 
+class _CrcWriter:
+    """A file wrapper that computes the CRC32 of everything written (no second read of the file)."""
+
+    def __init__(self, fh):
+        self.fh, self.crc = fh, 0
+
+    def write(self, data) -> int:
+        self.crc = zlib.crc32(data, self.crc)
+        return self.fh.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.fh, name)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -162,10 +176,11 @@ class CacheEntry:
                 raise ValueError(f"array {name} has {len(value)} rows, shard expects {shard.stop - shard.start}")
             file = tmp / f"{name}.npy"
             with open(file, "wb") as fh:
-                np.save(fh, np.ascontiguousarray(value))
+                writer = _CrcWriter(fh)
+                np.lib.format.write_array(writer, np.ascontiguousarray(value), allow_pickle=False)
                 fh.flush()
                 os.fsync(fh.fileno())
-            record["arrays"][name] = {"bytes": file.stat().st_size, "crc32": _crc(file),
+            record["arrays"][name] = {"bytes": file.stat().st_size, "crc32": writer.crc,
                                       "dtype": str(value.dtype), "shape": list(value.shape)}
         (tmp / "done.json").write_text(json.dumps(record))
         _fsync_dir(tmp)

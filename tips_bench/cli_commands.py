@@ -254,6 +254,13 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 1
 
 
+def _default_workers() -> int:
+    import os
+
+    cores = os.cpu_count() or 1
+    return 0 if cores <= 2 else min(8, cores // 2)
+
+
 def add_run_args(p: argparse.ArgumentParser) -> None:
     from tips_bench.cli import _add_backbone_args
 
@@ -265,8 +272,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="probe seed (default: 0)")
     p.add_argument("--seeds", type=int, help="run seeds 0..N-1 instead of --seed")
     p.add_argument("--batch-size", type=int, default=16, help="images per backbone forward pass (default: 16)")
-    p.add_argument("--num-workers", type=int, default=0,
-                   help="data-loading worker processes for decoding and resizing (default: 0 = in process)")
+    p.add_argument("--num-workers", type=int, default=_default_workers(),
+                   help="data-loading worker processes that decode and resize while the backbone runs "
+                   f"(default here: {_default_workers()}: half the CPU cores, 0 = in process on 2 cores or fewer)")
     p.add_argument("--cache-dir", help="feature cache folder (default: $TIPS_BENCH_CACHE or ~/.cache/tips-bench)")
     p.add_argument("--results", help="results store (default: $TIPS_BENCH_RESULTS or results/runs.jsonl)")
     p.add_argument("--data-root", help="folder holding the datasets (default: $TIPS_BENCH_DATA or ~/tips-bench-data)")
