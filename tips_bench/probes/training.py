@@ -57,6 +57,14 @@ class Schedule:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
 
+def schedule_from_protocol(probe: dict, epochs: int = 10, lr: float = 1e-3) -> Schedule:
+    """The ``probe:`` mapping of a task file as a :class:`Schedule` (missing keys take the defaults)."""
+    return Schedule(epochs=int(probe.get("epochs", epochs)), lr=float(probe.get("lr", lr)),
+                    weight_decay=float(probe.get("weight_decay", 1e-4)),
+                    warmup_epochs=float(probe.get("warmup_epochs", 0.0)),
+                    optimizer=str(probe.get("optimizer", "adamw")), lr_schedule=str(probe.get("lr_schedule", "cosine")))
+
+
 def lr_factor(step: int, total_steps: int, warmup_steps: int = 0, kind: str = "cosine") -> float:
     """Multiplier of the base lr at 0-based ``step`` of ``total_steps``.
 

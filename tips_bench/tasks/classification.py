@@ -10,7 +10,7 @@ import torch
 
 from tips_bench.metrics import top_k_accuracy
 from tips_bench.probes.knn import knn_predict, knn_retrieval_recall_at_1
-from tips_bench.probes.training import Schedule, train_probe
+from tips_bench.probes.training import schedule_from_protocol, train_probe
 from tips_bench.tasks.base import EvalContext, FeatureRequest, Task, register_task_type
 from tips_bench.tasks.common import global_key, num_classes
 
@@ -20,14 +20,18 @@ def _globals_and_labels(ctx: EvalContext, role: str) -> tuple[np.ndarray, np.nda
     return entry.read(global_key(ctx), dtype=np.float32), entry.read("label").astype(np.int64)
 
 
-@register_task_type
-class KnnTask(Task):
-    """DINOv2 weighted kNN on L2-normalised global embeddings (k in {10, 20, 100, 200}, T = 0.07)."""
-
-    type_name = "knn"
+class _GlobalTask(Task):
+    """Tasks on global embeddings and image labels only."""
 
     def request(self, role: str) -> FeatureRequest:
         return FeatureRequest(layers="last", globals=True, targets=("label",))
+
+
+@register_task_type
+class KnnTask(_GlobalTask):
+    """DINOv2 weighted kNN on L2-normalised global embeddings (k in {10, 20, 100, 200}, T = 0.07)."""
+
+    type_name = "knn"
 
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
         train, train_y = _globals_and_labels(ctx, "train")
@@ -41,13 +45,10 @@ class KnnTask(Task):
 
 
 @register_task_type
-class LinearClassificationTask(Task):
+class LinearClassificationTask(_GlobalTask):
     """A linear classifier (softmax regression) on frozen global embeddings, trained with AdamW."""
 
     type_name = "linear_classification"
-
-    def request(self, role: str) -> FeatureRequest:
-        return FeatureRequest(layers="last", globals=True, targets=("label",))
 
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
         train, train_y = _globals_and_labels(ctx, "train")
@@ -59,11 +60,7 @@ class LinearClassificationTask(Task):
         head = torch.nn.Linear(x.shape[1], num_classes(ctx))
         probe = self.d.p("probe", {})
         bs = int(probe.get("batch_size", 256))
-        schedule = Schedule(epochs=int(probe.get("epochs", 100)), lr=float(probe.get("lr", 1e-3)),
-                            weight_decay=float(probe.get("weight_decay", 1e-4)),
-                            warmup_epochs=float(probe.get("warmup_epochs", 0.0)),
-                            optimizer=str(probe.get("optimizer", "adamw")),
-                            lr_schedule=str(probe.get("lr_schedule", "cosine")))
+        schedule = schedule_from_protocol(probe, epochs=100)
         gen = torch.Generator().manual_seed(ctx.seed)
 
         def batches(epoch: int):
@@ -84,13 +81,10 @@ class LinearClassificationTask(Task):
 
 
 @register_task_type
-class KnnRetrievalTask(Task):
+class KnnRetrievalTask(_GlobalTask):
     """UnED-style instance retrieval: R@1 of each query against the merged index (self-match dropped)."""
 
     type_name = "knn_retrieval"
-
-    def request(self, role: str) -> FeatureRequest:
-        return FeatureRequest(layers="last", globals=True, targets=("label",))
 
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
         query, qy = _globals_and_labels(ctx, "eval")

@@ -26,7 +26,7 @@ from tips_bench.probes.losses import (
     silog_loss,
     uncertainty_angular_loss,
 )
-from tips_bench.probes.training import Schedule, train_probe
+from tips_bench.probes.training import schedule_from_protocol, train_probe
 from tips_bench.tasks.base import EvalContext, FeatureRequest, Task, register_task_type
 from tips_bench.tasks.common import global_key, num_classes, pick_layers, to_torch
 
@@ -71,11 +71,7 @@ class DenseTask(Task):
         torch.manual_seed(ctx.seed)
         head = self.make_head(ctx, layers)
         probe = self.d.p("probe", {})
-        schedule = Schedule(epochs=int(probe.get("epochs", 10)), lr=float(probe.get("lr", 1e-3)),
-                            weight_decay=float(probe.get("weight_decay", 1e-4)),
-                            warmup_epochs=float(probe.get("warmup_epochs", 0.0)),
-                            optimizer=str(probe.get("optimizer", "adamw")),
-                            lr_schedule=str(probe.get("lr_schedule", "cosine")))
+        schedule = schedule_from_protocol(probe)
         n_train = ctx.entries["train"].num_items
         steps = math.ceil(n_train / ctx.batch_size)
 
