@@ -38,14 +38,20 @@ def read_state_dict(path: Path) -> StateDict:
                               "the file is corrupt or not a checkpoint, download it again") from exc
 
 
-def _read_torch_file(path: Path) -> StateDict:
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives (OpenAI CLIP releases) are zip files with a ``constants.pkl`` record."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except RuntimeError as exc:
-        if "TorchScript" not in str(exc):
-            raise
-        # OpenAI CLIP releases are TorchScript archives: take the module's parameters.
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
+def _read_torch_file(path: Path) -> StateDict:
+    if _is_torchscript(path):  # take the scripted module's parameters
         obj = torch.jit.load(str(path), map_location="cpu").state_dict()
+    else:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
