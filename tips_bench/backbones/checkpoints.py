@@ -86,9 +86,10 @@ class CheckpointFiles:
             return found
         name = self.spec.checkpoint_files.get(role, f"<{role} file>")
         url = self.spec.checkpoint_urls.get(role, "")
-        where = ", ".join(str(d) for d in self.search_dirs()) or "no folder (none configured)"
+        dirs = self.search_dirs()
+        where = f"in {', '.join(str(d) for d in dirs)}" if dirs else "(no checkpoint folder is configured)"
         raise CheckpointError(
-            f"{self.spec.name} needs its {role} file {name}, not found in {where}; download it from {url} "
+            f"{self.spec.name} needs its {role} file {name}, not found {where}; download it from {url} "
             f"and pass --checkpoint FILE_OR_DIR or add its folder to $TIPS_BENCH_CHECKPOINTS"
         )
 
