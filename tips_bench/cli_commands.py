@@ -62,8 +62,8 @@ def _run_options(args: argparse.Namespace):
     from tips_bench.runner import RunOptions
 
     return RunOptions(checkpoint=args.checkpoint, random_init=False, limit=args.limit, device=args.device,
-                      batch_size=args.batch_size, num_workers=args.num_workers, cache_dir=args.cache_dir,
-                      data_root=args.data_root, progress=not args.no_progress, num_heads=args.num_heads,
+                      batch_size=args.batch_size, num_workers=args.num_workers,
+                      progress=not args.no_progress, num_heads=args.num_heads,
                       text_num_heads=args.text_num_heads, arch=args.arch, compile=args.compile,
                       overrides=_parse_overrides(args.set), extra={"root": args.root} if args.root else {})
 

@@ -41,8 +41,6 @@ class RunOptions:
     device: str = "cpu"
     batch_size: int = 16
     num_workers: int = 0
-    cache_dir: str | None = None
-    data_root: str | None = None
     progress: bool = True
     num_heads: int | None = None
     text_num_heads: int | None = None
@@ -157,7 +155,7 @@ class Runner:
 
     def _fill(self, entry: CacheEntry, lazy: LazyBackbone, ds: Any, size: tuple[int, int], request,
               opts: RunOptions, desc: str) -> int:
-        if entry.meta() is not None and entry.complete():
+        if entry.complete():
             return 0
         backbone = lazy.get()
         grid = (size[0] // backbone.patch_size, size[1] // backbone.patch_size)
@@ -182,7 +180,7 @@ class Runner:
         def encode(texts: list[str]) -> np.ndarray:
             entry = self.cache.entry({"weights": identity, "backbone": lazy.spec.name, "texts": config_hash(texts),
                                       "count": len(texts), "kind": "text", "pipeline": PIPELINE_VERSION})
-            if entry.meta() is None or not entry.complete():
+            if not entry.complete():
                 backbone = lazy.get()
                 entry.prepare(len(texts), max(1, len(texts)))
 

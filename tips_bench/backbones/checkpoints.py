@@ -13,12 +13,14 @@ Search order for a file of role ``r`` (``vision``, ``text``, ``tokenizer``, ``mo
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
 import yaml
 
 from tips_bench.backbones.spec import BackboneSpec
+from tips_bench.cache import default_cache_dir
 from tips_bench.errors import CheckpointError, TipsBenchError
 
 MAIN_ROLES = ("vision", "model")
@@ -99,15 +101,14 @@ class CheckpointFiles:
 
 
 def file_hash(path: Path, chunk: int = 1 << 22) -> str:
-    """sha256 of a file (first 16 hex chars), cached next to nothing: large files take a while."""
+    """sha256 (first 16 hex chars) of a file, or of a folder's files in name order (tokenizer folders)."""
     digest = hashlib.sha256()
-    target = path if path.is_file() else None
-    if target is None:  # a tokenizer folder: hash its files in name order
+    if path.is_dir():
         for sub in sorted(p for p in path.rglob("*") if p.is_file()):
             digest.update(sub.name.encode())
             digest.update(sub.read_bytes())
         return digest.hexdigest()[:16]
-    with open(target, "rb") as fh:
+    with open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()[:16]
@@ -118,13 +119,11 @@ _HASH_MEMO: dict[tuple[str, int, int], str] = {}
 
 def memo_file_hash(path: Path) -> str:
     """``file_hash`` remembered per (path, size, mtime) in this process and in the user cache folder."""
-    import json
-
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key in _HASH_MEMO:
         return _HASH_MEMO[key]
-    memo_file = Path(os.environ.get("TIPS_BENCH_CACHE", "~/.cache/tips-bench/features")).expanduser() / "hashes.json"
+    memo_file = default_cache_dir() / "hashes.json"
     try:
         stored = json.loads(memo_file.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
