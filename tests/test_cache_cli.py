@@ -148,3 +148,35 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path, cache_dir, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["cache", "rm", "--help"])
     assert exit_info.value.code == 0 and "--yes" in capsys.readouterr().out
+
+
+def test_verify_fix_leaves_a_shard_being_rebuilt_alone(cache_dir, capsys):
+    entry = FeatureCache(cache_dir).entry(PIX)
+    target = entry.path / "shard_00000" / "label.npy"
+    target.write_bytes(target.read_bytes()[:-1])
+    held = claims.acquire(entry.path, "shard_00000", "0badc0de", claims.ClaimPolicy())
+    try:
+        rc, out, _ = _run(capsys, "verify", entry.key[:8], "--cache-dir", str(cache_dir), "--fix", "--no-progress")
+    finally:
+        held.release()
+    assert "label.npy has" in out and "being rebuilt by pid" in out and "left alone" in out and target.exists()
+
+
+def test_end_to_end_run_then_inspect_verify_and_remove(tmp_path, capsys):
+    cache_dir, results = tmp_path / "cache", tmp_path / "runs.jsonl"
+    run = ["run", "--backbone", "pixels", "--task", "toy_knn", "--limit", "6", "--cache-dir", str(cache_dir),
+           "--results", str(results), "--no-progress", "--format", "csv"]
+    assert main(run) == 0
+    capsys.readouterr()
+    rc, out, _ = _run(capsys, "ls", "--cache-dir", str(cache_dir))
+    assert rc == 0 and out.count("complete") == 2 and "synthetic-objects/train" in out and "2 entries" in out
+    rc, out, _ = _run(capsys, "verify", "--cache-dir", str(cache_dir), "--no-progress")
+    assert rc == 0 and "verified 2 entries" in out and "no corrupt shard" in out
+    victim = next(cache_dir.glob("*/shard_00000/global_mean.npy"))
+    victim.write_bytes(victim.read_bytes()[:-4] + b"\0\0\0\1")
+    rc, out, _ = _run(capsys, "verify", "--cache-dir", str(cache_dir), "--no-progress", "--fix")
+    assert rc == 0 and "1 corrupt shard(s) (deleted" in out and not victim.exists()
+    assert main(run) == 0 and victim.exists()  # the next run rebuilt the deleted shard
+    capsys.readouterr()
+    rc, out, _ = _run(capsys, "rm", "--cache-dir", str(cache_dir), "--backbone", "pixels", "--yes")
+    assert rc == 0 and "removed 2 entries" in out and not list(cache_dir.iterdir())

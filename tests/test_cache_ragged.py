@@ -109,8 +109,15 @@ def test_a_name_is_fixed_or_ragged_throughout(tmp_path):
 
     with pytest.raises(ValueError, match="fixed .* in this entry's other shards"):
         e.fill(by_shard, progress=False)
+    fresh = FeatureCache(tmp_path).entry({"ragged": 3})
+    fresh.prepare(3, shard_size=3)
     with pytest.raises(ValueError, match="mixes dtypes"):
-        e.write_shard(e.shards()[1], {"y": [np.zeros(1, np.float32), np.zeros(1, np.float64), np.zeros(1)]})
+        fresh.write_shard(fresh.shards()[0], {"y": [np.zeros(1, np.float32), np.zeros(1, np.float64), np.zeros(1)]})
     with pytest.raises(ValueError, match="must be letters"):
-        e.write_shard(e.shards()[1], {"../y": np.zeros((3, 1))})
-    assert not [p for p in e.path.iterdir() if ".tmp." in p.name or ".claim." in p.name]
+        fresh.write_shard(fresh.shards()[0], {"../y": np.zeros((3, 1))})
+    with pytest.raises(ValueError, match="got no arrays"):
+        fresh.fill(lambda lo, hi: iter(()), progress=False)
+    with pytest.raises(ValueError, match=r"got arrays \['y'\]; the entry holds \['x'\]"):
+        e.write_shard(e.shards()[1], {"y": np.zeros((3, 1))})
+    for entry in (e, fresh):
+        assert not [p for p in entry.path.iterdir() if ".tmp." in p.name or ".claim." in p.name]

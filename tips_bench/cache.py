@@ -392,6 +392,9 @@ class CacheEntry:
         appears meanwhile (another writer), this one is dropped.
         """
         schema = self._schema() or {}
+        if not arrays or (schema and set(arrays) != set(schema)):
+            raise ValueError(f"shard {shard.index} of cache entry {self.key} got arrays {sorted(arrays)}; the entry "
+                             f"holds {sorted(schema)}" if schema else f"shard {shard.index} got no arrays")
         for name, value in arrays.items():
             if len(value) != shard.size:
                 raise ValueError(f"array {name} has {len(value)} rows, shard expects {shard.size}")
@@ -468,7 +471,8 @@ class CacheEntry:
                             continue
                         self._discard(shard.path)  # a corrupt or partial copy
                         self.write_shard(shard, _collect(produce(shard.start, shard.stop)))
-                    claims.remove_stale(self.path, shard.path.name, self.policy)
+                    if got.generation:  # taken over: the dead writers' claims can go now
+                        claims.remove_stale(self.path, shard.path.name, self.policy)
                     done += shard.size
                     if on_shard is not None:
                         on_shard(shard)

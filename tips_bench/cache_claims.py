@@ -150,8 +150,8 @@ def holder(folder: Path, stem: str, policy: ClaimPolicy) -> ClaimInfo | None:
 class Claim:
     """A claim this process holds; refreshes its heartbeat until released (use as a context manager)."""
 
-    def __init__(self, path: Path, token: str, policy: ClaimPolicy):
-        self.path, self.token, self.policy = path, token, policy
+    def __init__(self, path: Path, token: str, policy: ClaimPolicy, generation: int = 0):
+        self.path, self.token, self.policy, self.generation = path, token, policy, generation
         self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat {path.name}", daemon=True)
@@ -200,12 +200,11 @@ def acquire(folder: Path, stem: str, token: str, policy: ClaimPolicy) -> Claim |
         now = time.time()
         body = {"token": token, "pid": os.getpid(), "host": HOST, "pidns": PIDNS,
                 "start_ticks": _start_ticks(os.getpid()), "started": now, "heartbeat_s": policy.heartbeat_s}
-        try:
+        try:  # no fsync: a claim lost in a host crash is as good as a stale one
             os.write(fd, json.dumps(body).encode())
-            os.fsync(fd)
         finally:
             os.close(fd)
-        claim = Claim(path, token, policy)
+        claim = Claim(path, token, policy, gen)
         rival = _live_above(folder, stem, gen, policy)
         if rival is not None:  # a lower generation was re-created after a clean-up: yield to the live one
             claim.release()
