@@ -9,15 +9,8 @@ from collections import namedtuple
 import numpy as np
 import pytest
 
-from tips_bench.cache import (
-    CACHE_FORMAT_VERSION,
-    DiskSpaceError,
-    FeatureCache,
-    cache_key,
-    check_free_space,
-    estimate_bytes,
-    item_bytes,
-)
+from tips_bench.cache import CACHE_FORMAT_VERSION, FeatureCache, cache_key
+from tips_bench.cache_disk import DiskSpaceError, check_free_space, estimate_bytes, item_bytes
 from tips_bench.errors import TipsBenchError
 
 
@@ -154,7 +147,7 @@ Usage = namedtuple("Usage", "total used free")
 
 
 def test_free_space_check_threshold(tmp_path, monkeypatch):
-    monkeypatch.setattr("tips_bench.cache.shutil.disk_usage", lambda p: Usage(10**12, 0, 5_000_000))
+    monkeypatch.setattr("tips_bench.cache_disk.shutil.disk_usage", lambda p: Usage(10**12, 0, 5_000_000))
     check_free_space(tmp_path, 4_000_000, reserve_bytes=1_000_000)  # exactly fits
     with pytest.raises(DiskSpaceError) as err:
         check_free_space(tmp_path / "not" / "yet", 4_000_001, reserve_bytes=1_000_000)
@@ -169,7 +162,7 @@ def test_free_space_check_threshold(tmp_path, monkeypatch):
 def test_fill_stops_cleanly_when_the_rest_will_not_fit(tmp_path, monkeypatch):
     entry = FeatureCache(tmp_path).entry({"x": 7})
     entry.prepare(12, shard_size=4)
-    monkeypatch.setattr("tips_bench.cache.shutil.disk_usage", lambda p: Usage(10**12, 0, 1000))
+    monkeypatch.setattr("tips_bench.cache_disk.shutil.disk_usage", lambda p: Usage(10**12, 0, 1000))
     calls: list = []
     with pytest.raises(DiskSpaceError):
         entry.fill(_produce(calls))

@@ -215,8 +215,10 @@ def test_claims_exclude_each_other_and_heartbeat(tmp_path):
     other = claims.acquire(tmp_path, "shard_00000", "bbbb", FAST)
     assert isinstance(other, claims.ClaimInfo) and other.token == "aaaa" and other.owner_alive()
     os.utime(first.path, (0, 0))
-    time.sleep(0.35)
-    assert time.time() - first.path.stat().st_mtime < 1  # refreshed by the heartbeat thread
+    deadline = time.monotonic() + 10
+    while first.path.stat().st_mtime == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert time.time() - first.path.stat().st_mtime < 10  # refreshed by the heartbeat thread
     first.release()
     assert not first.path.exists()
     second = claims.acquire(tmp_path, "shard_00000", "cccc", FAST)

@@ -22,13 +22,12 @@ import contextlib
 import errno
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,21 +45,15 @@ from tips_bench.cache_arrays import (
     shapes_of,
     write_array,
 )
+from tips_bench.cache_disk import DISK_RESERVE_BYTES, check_free_space, estimate_bytes
 from tips_bench.errors import TipsBenchError
 
 #: Bump when the on-disk format, or what the extraction stores for the same key fields, changes.
 CACHE_FORMAT_VERSION = 2
 DEFAULT_SHARD_BYTES = 64 << 20
-#: Free space a fill leaves on the cache's file system beyond its own estimate.
-DISK_RESERVE_BYTES = 256 << 20
-_FILE_OVERHEAD = 4096  # .npy header, done.json and file-system block rounding, per file
 _KEY = re.compile(r"^[0-9a-f]{24}$")
 _SHARD_DIR = re.compile(r"^shard_\d{5}$")
 _SCRATCH = re.compile(r"^(shard_\d{5})\.(tmp|bad)\.([0-9a-f]+)$")
-
-
-class DiskSpaceError(TipsBenchError):
-    """The cache's file system has too little free space for a fill."""
 
 
 class CacheBusyError(TipsBenchError):
@@ -78,54 +71,12 @@ def cache_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def human_bytes(n: float) -> str:
-    """``1.5 GB``-style sizes (decimal units)."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-# -- disk space -------------------------------------------------------------------------------
-def free_bytes(path: Path) -> int:
-    """Free bytes on the file system that holds ``path`` (or its nearest existing parent)."""
-    p = Path(path).absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return shutil.disk_usage(p).free
-
-
-def check_free_space(path: Path, needed_bytes: int, reserve_bytes: int = DISK_RESERVE_BYTES) -> None:
-    """Raise ``DiskSpaceError`` (one sentence) unless ``needed_bytes + reserve_bytes`` are free at ``path``."""
-    free = free_bytes(path)
-    if needed_bytes + reserve_bytes > free:
-        raise DiskSpaceError(
-            f"not enough free disk space for the feature cache at {path}: this extraction needs about "
-            f"{human_bytes(needed_bytes)} (plus {human_bytes(reserve_bytes)} kept free) but only {human_bytes(free)} "
-            "is free; free some space (e.g. 'tips-bench cache rm --backbone NAME') or point --cache-dir or "
-            "$TIPS_BENCH_CACHE at a larger disk")
-
-
-def item_bytes(arrays: Mapping[str, tuple[Sequence[int], Any]]) -> int:
-    """Bytes one item takes, from its arrays' per-item shapes and dtypes (``{"patches_11": ((768, 32, 32),
-    np.float16)}``)."""
-    return sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in arrays.values())
-
-
-def estimate_bytes(num_items: int, bytes_per_item: int, shard_size: int | None = None,
-                   files_per_shard: int = 8) -> int:
-    """Bytes a fill of ``num_items`` writes: payload plus per-file overhead of every shard."""
-    shards = math.ceil(num_items / shard_size) if shard_size else 1
-    return num_items * bytes_per_item + shards * (files_per_shard + 1) * _FILE_OVERHEAD
 
 
 # -- layout -----------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ class ClaimInfo:
     heartbeat: float
 
     def describe(self) -> str:
-        return f"pid {self.pid} on host {self.host}"
+        return f"pid {self.pid} on host {self.host}" if self.pid > 0 else "a writer that is just starting"
 
     def is_local(self) -> bool:
         return self.host == HOST and self.pidns == PIDNS

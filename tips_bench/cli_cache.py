@@ -7,7 +7,8 @@ import sys
 import time
 from collections import defaultdict
 
-from tips_bench.cache import CacheBusyError, CacheEntry, FeatureCache, free_bytes, human_bytes
+from tips_bench.cache import CacheBusyError, CacheEntry, FeatureCache
+from tips_bench.cache_disk import free_bytes, human_bytes
 from tips_bench.errors import TipsBenchError
 
 
