@@ -483,7 +483,8 @@ class CacheEntry:
                                  "removed); run again to extract it")
         start, announced = time.monotonic(), False
         while missing := self.missing_shards():
-            holders = [claims.holder(self.path, s.path.name, self.policy) for s in missing]
+            live = {claims.claim_stem(c.path): c for c in claims.live_claims(self.path, self.policy)}
+            holders = [live.get(s.path.name) for s in missing]
             total = len(self.shards())
             if any(h is None for h in holders):
                 raise TipsBenchError(f"feature cache entry {self.key} is incomplete ({len(missing)} of {total} "

@@ -138,15 +138,6 @@ def _claim_path(folder: Path, stem: str, gen: int) -> Path:
     return folder / f"{stem}{CLAIM_INFIX}{gen}"
 
 
-def holder(folder: Path, stem: str, policy: ClaimPolicy) -> ClaimInfo | None:
-    """The live claim on shard ``stem``, or None when nobody (alive) holds it."""
-    for path in claim_files(folder, stem):
-        info = read_claim(path)
-        if info is not None and not info.stale(policy):
-            return info
-    return None
-
-
 class Claim:
     """A claim this process holds; refreshes its heartbeat until released (use as a context manager)."""
 
