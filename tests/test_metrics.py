@@ -242,15 +242,16 @@ def test_normals_meter_pooled_vs_per_image() -> None:
     m.update_errors(np.array([30.0, 30.0, 30.0]))
     out = m.compute()
     # pooled over 4 pixels [10, 30, 30, 30]: mean 25, median 30, rmse sqrt(2800/4), <30°: 1/4
-    assert out["mean"] == pytest.approx(25.0)
-    assert out["median"] == pytest.approx(30.0, abs=1e-3)
-    assert out["rmse"] == pytest.approx(math.sqrt(700))
-    assert out["pct_30"] == pytest.approx(25.0)
-    # per image then averaged: mean (10 + 30) / 2 = 20, rmse 20, <30°: (100 + 0) / 2 = 50
-    assert out["mean_per_image"] == pytest.approx(20.0)
-    assert out["median_per_image"] == pytest.approx(20.0)
-    assert out["rmse_per_image"] == pytest.approx(20.0)
-    assert out["pct_30_per_image"] == pytest.approx(50.0)
+    assert out["mean_pooled"] == pytest.approx(25.0)
+    assert out["median_pooled"] == pytest.approx(30.0, abs=1e-3)
+    assert out["rmse_pooled"] == pytest.approx(math.sqrt(700))
+    assert out["pct_30_pooled"] == pytest.approx(25.0)
+    # per image then averaged (probe3d, the unsuffixed headline keys): mean (10 + 30) / 2 = 20, rmse 20,
+    # <30°: (100 + 0) / 2 = 50
+    assert out["mean"] == pytest.approx(20.0)
+    assert out["median"] == pytest.approx(20.0)
+    assert out["rmse"] == pytest.approx(20.0)
+    assert out["pct_30"] == pytest.approx(50.0)
     assert out["n_pixels"] == 4 and out["n_images"] == 2
 
 
@@ -266,8 +267,8 @@ def test_normals_meter_pooled_matches_normals_scores() -> None:
     ref = normals_scores(np.concatenate(all_errors))
     out = m.compute()
     for k in ("mean", "rmse", "pct_11_25", "pct_22_5", "pct_30"):
-        assert out[k] == pytest.approx(ref[k])
-    assert out["median"] == pytest.approx(ref["median"], abs=1e-3)  # histogram median, 0.001° bins
+        assert out[f"{k}_pooled"] == pytest.approx(ref[k])
+    assert out["median_pooled"] == pytest.approx(ref["median"], abs=1e-3)  # histogram median, 0.001° bins
 
 
 def test_perfect_normals() -> None:

@@ -283,12 +283,12 @@ def normals_scores(errors: np.ndarray) -> dict[str, float]:
 class NormalsMeter:
     """Streaming surface-normal scores in both variants.
 
-    * Pooled over every valid pixel of the set (Fouhey et al.): keys ``mean``, ``median``, ``rmse``,
-      ``pct_11_25``, ``pct_22_5``, ``pct_30``. Sums and threshold counts are exact; the pooled median comes
-      from a histogram with ``median_bin_deg`` wide bins (default 0.001°, error at most half a bin) so that
-      memory stays constant; the mid-point of the bin holding the middle element is returned.
-    * Per image, then averaged over images (probe3d): the same keys suffixed ``_per_image`` (the median
-      there is exact, computed per image).
+    * Per image, then averaged over images (probe3d ``evaluate_surface_norm(image_average=True)``, the
+      headline convention): keys ``mean``, ``median``, ``rmse``, ``pct_11_25``, ``pct_22_5``, ``pct_30``.
+    * Pooled over every valid pixel of the set (Fouhey et al.): the same keys suffixed ``_pooled``. Sums and
+      threshold counts are exact; the pooled median comes from a histogram with ``median_bin_deg`` wide bins
+      (default 0.001°, error at most half a bin) so that memory stays constant; the mid-point of the bin
+      holding the middle element is returned. The per-image median is exact.
 
     Images without any valid pixel are skipped (counted in ``n_skipped``).
     """
@@ -345,19 +345,15 @@ class NormalsMeter:
         """Pooled and per-image-averaged scores, plus ``n_pixels`` and ``n_images``."""
         if self._count == 0:
             out = {k: float("nan") for k in NORMALS_KEYS}
-            out.update({f"{k}_per_image": float("nan") for k in NORMALS_KEYS})
+            out.update({f"{k}_pooled": float("nan") for k in NORMALS_KEYS})
             out.update(n_pixels=0, n_images=0)
             return out
         n = self._count
-        out = {
-            "mean": self._sum / n,
-            "median": self._pooled_median(),
-            "rmse": float(np.sqrt(self._sum_sq / n)),
-        }
+        out = {k: self._per_image_sums[k] / self.n_images for k in NORMALS_KEYS}
+        out |= {"mean_pooled": self._sum / n, "median_pooled": self._pooled_median(),
+                "rmse_pooled": float(np.sqrt(self._sum_sq / n))}
         for key in _NORMAL_THRESHOLDS:
-            out[key] = self._below[key] / n * 100.0
-        for k in NORMALS_KEYS:
-            out[f"{k}_per_image"] = self._per_image_sums[k] / self.n_images
+            out[f"{key}_pooled"] = self._below[key] / n * 100.0
         out["n_pixels"] = n
         out["n_images"] = self.n_images
         return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import resource
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,8 @@ from tips_bench.backbones.checkpoints import weights_identity
 from tips_bench.backbones.spec import BackboneSpec, get_backbone_spec
 from tips_bench.cache import CacheEntry, FeatureCache, shard_size_for
 from tips_bench.data.catalog import open_dataset
-from tips_bench.extract import bytes_per_item, produce_batches
+from tips_bench.extract import ViewEncoder, bytes_per_item, produce_batches, resolve_layers
+from tips_bench.frames import Frame
 from tips_bench.results import ResultRow, ResultsStore, capture_provenance, config_hash, new_run_id, utc_now
 from tips_bench.tasks.base import EvalContext, FeatureRequest, Task, get_task_definition, make_task
 
@@ -63,6 +64,7 @@ class LazyBackbone:
         self.spec, self.opts = spec, opts
         self._backbone: Backbone | None = None
         self.loads = 0
+        self.bind: list[str] | None = None  # class names for backbones that map prompts to classes (oracle)
 
     def get(self) -> Backbone:
         if self._backbone is None:
@@ -72,6 +74,8 @@ class LazyBackbone:
                                            arch=o.arch, seed=o.init_seed)
             if o.compile and hasattr(self._backbone, "compile"):
                 self._backbone.compile()
+            if self.bind is not None and hasattr(self._backbone, "bind_classes"):
+                self._backbone.bind_classes(self.bind)
             self.loads += 1
         return self._backbone
 
@@ -86,11 +90,13 @@ def _peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _dataset_fingerprint(ds: Any, opts: RunOptions, size: int | None) -> dict[str, Any]:
+def _dataset_fingerprint(ds: Any) -> dict[str, Any]:
     info = getattr(ds, "info", None)
+    fingerprint = getattr(ds, "fingerprint", None)
     return {"name": getattr(ds, "name", type(ds).__name__), "split": getattr(ds, "split", ""), "len": len(ds),
-            "requested_size": size, "root": str(getattr(ds, "root", "")), "notes": getattr(info, "notes", ""),
-            "seed": getattr(ds, "seed", None)}
+            "root": str(getattr(ds, "root", "")), "notes": getattr(info, "notes", ""),
+            "seed": getattr(ds, "seed", None), "image_size": getattr(ds, "image_size", None),
+            "views": fingerprint() if callable(fingerprint) else None}
 
 
 class Runner:
@@ -104,76 +110,86 @@ class Runner:
     def run(self, backbone: str, task_name: str, opts: RunOptions) -> list[ResultRow]:
         start = time.perf_counter()
         spec = get_backbone_spec(backbone)
-        task = make_task(apply_overrides(get_task_definition(task_name), opts.overrides))
+        task = make_task(get_task_definition(task_name).with_overrides(opts.overrides))
         task.check_backbone(spec)
+        lazy = LazyBackbone(spec, opts)
+        frame = task.frame(spec)
+        datasets = {role: self._open(task, role, split, frame, opts) for role, split in task.d.splits.items()}
         identity = weights_identity(spec, opts.checkpoint, opts.random_init, opts.init_seed,
                                     {"heads": opts.num_heads, "text_heads": opts.text_num_heads, "arch": opts.arch})
-        lazy = LazyBackbone(spec, opts)
-        size = task.resolution(spec)
-        datasets, entries = {}, {}
-        extracted, extract_seconds = 0, 0.0
+        if spec.can("ground_truth"):  # the oracle's text side depends on the class names it is bound to
+            names = _class_names(datasets.get("eval") or next(iter(datasets.values())))
+            identity = f"{identity}:{config_hash(names)}"
+            lazy.bind = names
         self.last_forward_items = 0
-        for role, split in task.d.splits.items():
-            n = split.size if split.size is not None else None
-            ds = open_dataset(task.d.dataset, split.split, size=n, root=opts.extra.get("root"),
-                              image_size=tuple(task.d.p("render_size", size)), seed=int(task.d.p("data_seed", 0)),
-                              options=task.d.dataset_options)
-            if opts.limit:
-                ds = _Limited(ds, opts.limit)
-            datasets[role] = ds
-            request = shared_request(task, role, spec)
-            fields = {"weights": identity, "backbone": spec.name, "resolution": size, "request": asdict(request),
-                      "normalization": [spec.mean, spec.std], "resize": "bicubic",
-                      "pos_embed": spec.pos_embed_interpolation, "dataset": _dataset_fingerprint(ds, opts, n),
-                      "pipeline": PIPELINE_VERSION}
-            entry = self.cache.entry(fields)
-            t0 = time.perf_counter()
-            done = self._fill(entry, lazy, ds, size, request, opts, f"{task.d.name}/{role}")
-            if done:
-                extracted += done
-                extract_seconds += time.perf_counter() - t0
-                entry.annotate(fill_images_per_s=done / (time.perf_counter() - t0))
-            else:  # features came from the cache: report the rate measured when they were extracted
-                cached_rate = (entry.meta() or {}).get("fill_images_per_s", 0.0)
-                extracted += entry.num_items
-                extract_seconds += entry.num_items / cached_rate if cached_rate else 0.0
-            entries[role] = entry
+        entries, stats = {}, _FillStats()
+        for role, ds in datasets.items():
+            request = build_request(task, role, spec)
+            entries[role] = self.extract(ds, request, frame, lazy, identity, opts, f"{task.d.name}/{role}", stats)
         first = next(iter(entries.values()))
         layer_names = sorted((n for n in first.array_names() if n.startswith(("patches_", "a_patches_"))),
                              key=lambda s: int(s.rsplit("_", 1)[1]))
         global_name = task.d.p("global") or spec.default_global
-        probe_batch = int(task.d.p("probe", {}).get("batch_size", 8))
+        probe_batch = int((task.d.p("probe") or {}).get("batch_size", 8))
+
+        def extract(ds: Any, request: FeatureRequest, view_frame: Frame, desc: str) -> CacheEntry:
+            return self.extract(ds, request, view_frame, lazy, identity, opts, desc, stats)
+
         ctx = EvalContext(entries=entries, datasets=datasets, backbone=spec, global_name=global_name,
                           layer_names=layer_names, encode_texts=self._text_encoder(lazy, identity),
-                          seed=opts.seed, device=opts.device, batch_size=probe_batch, progress=opts.progress)
+                          seed=opts.seed, device=opts.device, batch_size=probe_batch, progress=opts.progress,
+                          frame=frame, load_backbone=lazy.get, extra={"extract": extract})
         metrics = task.evaluate(ctx)
         wall = time.perf_counter() - start
-        rows = self._rows(task, spec, opts, metrics, ctx, identity, wall, extracted, extract_seconds, datasets)
+        rows = self._rows(task, spec, opts, metrics, ctx, identity, wall, stats, datasets)
         if self.store is not None:
             self.store.append(rows)
         return rows
 
-    def _fill(self, entry: CacheEntry, lazy: LazyBackbone, ds: Any, size: tuple[int, int], request,
+    def _open(self, task: Task, role: str, split: Any, frame: Frame, opts: RunOptions) -> Any:
+        render = task.d.p("render_size") or frame.square
+        ds = open_dataset(task.d.dataset, split.split, size=split.size, root=opts.extra.get("root"),
+                          image_size=tuple(render), seed=int(task.d.p("data_seed", 0)),
+                          options=task.d.dataset_options)
+        return _Limited(ds, opts.limit) if opts.limit else ds
+
+    def extract(self, ds: Any, request: FeatureRequest, frame: Frame, lazy: LazyBackbone, identity: str,
+                opts: RunOptions, desc: str, stats: _FillStats | None = None) -> CacheEntry:
+        """The cache entry of a dataset's features under a frame and request, filled if it is missing."""
+        spec = lazy.spec
+        fields = {"weights": identity, "backbone": spec.name, "frame": frame.describe(), "request": asdict(request),
+                  "normalization": [spec.mean, spec.std], "pos_embed": spec.pos_embed_interpolation,
+                  "dataset": _dataset_fingerprint(ds), "pipeline": PIPELINE_VERSION}
+        entry = self.cache.entry(fields)
+        t0 = time.perf_counter()
+        done = self._fill(entry, lazy, ds, frame, request, opts, desc)
+        if stats is not None:
+            stats.add(entry, done, time.perf_counter() - t0)
+        entry.add_user(desc.split("/")[0])
+        return entry
+
+    def _fill(self, entry: CacheEntry, lazy: LazyBackbone, ds: Any, frame: Frame, request: FeatureRequest,
               opts: RunOptions, desc: str) -> int:
         if entry.complete():
             return 0
         backbone = lazy.get()
-        grid = (size[0] // backbone.patch_size, size[1] // backbone.patch_size)
-        per_item = bytes_per_item(backbone.embed_dim, grid, 4, size) * (2 if request.pair else 1)
+        per_item = _bytes_per_item(backbone, ds, frame, request)
         entry.prepare(len(ds), shard_size_for(per_item))
+        entry.check_free_space(entry.estimate_fill_bytes(per_item))
         missing = sum(s.stop - s.start for s in entry.missing_shards())
         bar = tqdm(total=missing, desc=f"extract {desc}", unit="img", disable=not opts.progress, leave=False)
+        encoder = ViewEncoder(backbone, frame, request, opts.batch_size)
 
         def produce(lo: int, hi: int):
-            for batch in produce_batches(backbone, ds, lo, hi, size, request, opts.batch_size, opts.num_workers):
-                n = len(next(iter(batch.values())))
-                self.last_forward_items += n
-                bar.update(n)
+            for batch in produce_batches(backbone, ds, lo, hi, frame, request, opts.batch_size, opts.num_workers,
+                                         counter=encoder):
+                bar.update(len(next(iter(batch.values()))))
                 yield batch
 
         try:
-            return entry.fill(produce)
+            return entry.fill(produce, progress=opts.progress)
         finally:
+            self.last_forward_items += encoder.forward_items
             bar.close()
 
     def _text_encoder(self, lazy: LazyBackbone, identity: str):
@@ -195,20 +211,21 @@ class Runner:
         return encode
 
     def _rows(self, task: Task, spec: BackboneSpec, opts: RunOptions, metrics: dict[str, float], ctx: EvalContext,
-              identity: str, wall: float, extracted: int, extract_seconds: float, datasets: dict) -> list[ResultRow]:
+              identity: str, wall: float, stats: _FillStats, datasets: dict) -> list[ResultRow]:
         prov = capture_provenance()
         d = task.d
         protocol = {"task_version": d.version, "type": d.type, "dataset": d.dataset,
                     "dataset_options": d.dataset_options,
                     "splits": {r: asdict(s) for r, s in d.splits.items()}, **d.protocol,
+                    "frame_resolved": ctx.frame.describe() if ctx.frame else None,
                     "resolution_used": list(task.resolution(spec)), "global_token": ctx.global_name,
-                    "layers_cached": ctx.layer_names, "limit": opts.limit, "pipeline": PIPELINE_VERSION,
-                    "timings": ctx.timings}
+                    "layers_cached": ctx.layer_names, "limit": opts.limit, "pipeline": PIPELINE_VERSION}
+        # the configuration alone (no timings), so that identical runs share one hash
         cfg = config_hash({"protocol": protocol, "weights": identity, "seed": opts.seed})
+        protocol["timings"] = ctx.timings
         run_id, stamp = new_run_id(), utc_now()
         eval_split = d.splits.get("eval", next(iter(d.splits.values()))).split
         n_eval = len(datasets.get("eval", next(iter(datasets.values()))))
-        ips = extracted / extract_seconds if extract_seconds > 0 else 0.0
         rows = []
         for metric, value in metrics.items():
             rows.append(ResultRow(
@@ -218,44 +235,76 @@ class Runner:
                 seed=opts.seed, protocol=protocol, config_hash=cfg,
                 checkpoint_hash="" if opts.random_init else identity, code_version=prov["code_version"],
                 packages=prov["packages"], device=prov["device"] if opts.device == "cpu" else opts.device,
-                wall_time_s=wall, images_per_s=ips, peak_memory_mb=_peak_memory_mb(opts.device),
+                wall_time_s=wall, images_per_s=stats.rate, peak_memory_mb=_peak_memory_mb(opts.device),
                 num_samples=n_eval, limit=opts.limit,
             ))
         return rows
 
 
-def apply_overrides(definition, overrides: dict[str, Any]):
-    """A copy of a task definition with dotted protocol keys replaced (``probe.epochs=1``).
+class _FillStats:
+    """Images extracted (or read from the cache) and the time their extraction took, for images/s."""
 
-    Overridden values are recorded in ``protocol['overrides']`` of every result row.
-    """
-    if not overrides:
-        return definition
-    import copy
-    from dataclasses import replace
+    def __init__(self) -> None:
+        self.images, self.seconds = 0, 0.0
 
-    protocol = copy.deepcopy(definition.protocol)
-    for dotted, value in overrides.items():
-        node = protocol
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    protocol["overrides"] = dict(overrides)
-    return replace(definition, protocol=protocol)
+    def add(self, entry: CacheEntry, done: int, seconds: float) -> None:
+        if done:
+            self.images += done
+            self.seconds += seconds
+            entry.annotate(fill_images_per_s=done / max(seconds, 1e-9))
+        else:  # features came from the cache: report the rate measured when they were extracted
+            rate = (entry.meta() or {}).get("fill_images_per_s", 0.0)
+            self.images += entry.num_items
+            self.seconds += entry.num_items / rate if rate else 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-def shared_request(task: Task, role: str, spec: BackboneSpec) -> FeatureRequest:
-    """The task's own request, or the ``cache:`` request its definition declares so that tasks on the
-    same images (e.g. segmentation, depth and normals of one split) fill and share a single entry."""
+def _class_names(ds: Any) -> list[str]:
+    info = getattr(ds, "info", None)
+    names = (info.extra or {}).get("prompt_names") if info is not None else None
+    return list(names or (info.class_names if info is not None else ()))
+
+
+def _bytes_per_item(backbone: Backbone, ds: Any, frame: Frame, request: FeatureRequest) -> int:
+    """Cache bytes of one item, measured on the first item's views (sizes shards to ~64 MB)."""
+    if request.pair:
+        h, w = frame.fitted_size(*frame.square)
+        views, pixels = 2.0, 0
+    else:
+        sample = ds[0]
+        image = np.asarray(sample["image"])
+        resized = frame.resized_size(*image.shape[:2])
+        boxes = frame.views(*resized)
+        h, w = frame.fitted_size(boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1])
+        views, pixels = float(len(boxes)), image.shape[0] * image.shape[1]
+    n_layers = len(resolve_layers(backbone, request.layers)) + (1 if request.text_dense else 0)
+    grid = (h // backbone.patch_size, w // backbone.patch_size)
+    return bytes_per_item(backbone.embed_dim, grid, max(n_layers, 1), views, pixels)
+
+
+def build_request(task: Task, role: str, spec: BackboneSpec) -> FeatureRequest:
+    """The task's request for a role, or the ``cache:`` request its definition declares (so that tasks on the
+    same images, e.g. segmentation, depth and normals of one split, fill and share a single entry), with the
+    tapped-block norm resolved for the backbone and ground truth for backbones that read it."""
+    own = task.request(role)
     shared = task.d.p("cache")
-    if not shared:
-        return task.request(role)
-    text_dense = shared.get("text_dense", False)
-    return FeatureRequest(layers=shared.get("layers", "last"), globals=bool(shared.get("globals", True)),
-                          text_dense=spec.can("text") if text_dense == "auto" else bool(text_dense),
-                          targets=tuple(shared.get("targets", ())), pair=bool(shared.get("pair", False)),
-                          max_points=int(shared.get("max_points", 64)))
+    norm = task.d.p("layer_norm", True)
+    if shared:
+        text_dense = shared.get("text_dense", False)
+        own = replace(own, layers=_layers(shared.get("layers", "last")), globals=bool(shared.get("globals", True)),
+                      text_dense=spec.can("text") if text_dense == "auto" else bool(text_dense),
+                      targets=tuple(shared.get("targets", ())), pair=bool(shared.get("pair", False)),
+                      max_points=int(shared.get("max_points", 64)))
+        norm = shared.get("layer_norm", True)
+    layer_norm = spec.dense_layer_norm if norm == "backbone" else bool(norm)
+    return replace(own, layers=_layers(own.layers), layer_norm=layer_norm, oracle=spec.can("ground_truth"))
+
+
+def _layers(value: Any) -> str | tuple[int, ...]:
+    return value if isinstance(value, str) else tuple(int(v) for v in value)
 
 
 class _Limited:

@@ -31,7 +31,7 @@ BASELINE_FIELDS = ("backbone", "random_init", "task", "task_version", "metric", 
 
 def suite_tasks(suite: str = "toy") -> list[str]:
     """Tasks whose definition lists ``suite: <suite>`` ('toy' = the default of ``tips-bench run``)."""
-    names = [d.name for d in all_task_definitions() if d.raw.get("suite") == suite]
+    names = [d.name for d in all_task_definitions() if d.suite == suite]
     if not names:
         raise TipsBenchError(f"no task belongs to suite '{suite}'; suites are set by 'suite:' in tasks/*.yaml")
     return names

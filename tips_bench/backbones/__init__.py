@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from tips_bench.backbones.base import Backbone, Features
-from tips_bench.backbones.checkpoints import CheckpointFiles
+from tips_bench.backbones.checkpoints import WEIGHTLESS_FAMILIES, CheckpointFiles
 from tips_bench.backbones.spec import BackboneSpec, all_backbone_specs, get_backbone_spec
 
 __all__ = ["Backbone", "BackboneSpec", "Features", "all_backbone_specs", "get_backbone_spec", "load_backbone"]
@@ -30,7 +30,7 @@ def load_backbone(
     architecture with seeded random weights and reads no file.
     """
     spec = get_backbone_spec(name)
-    files = None if random_init or spec.family == "pixels" else CheckpointFiles(spec, checkpoint)
+    files = None if random_init or spec.family in WEIGHTLESS_FAMILIES else CheckpointFiles(spec, checkpoint)
     device = str(device)
     if spec.family == "tips":
         from tips_bench.backbones.tips import load_tips
@@ -48,6 +48,10 @@ def load_backbone(
         from tips_bench.backbones.clip import load_siglip
 
         return load_siglip(spec, files, device, seed=seed)
+    if spec.family == "oracle":
+        from tips_bench.backbones.oracle import load_oracle
+
+        return load_oracle(spec, device)
     if spec.family == "pixels":
         from tips_bench.backbones.pixels import PixelsBackbone
 

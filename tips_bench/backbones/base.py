@@ -5,9 +5,11 @@ size, applies its own pixel normalisation, and returns :class:`Features`:
 
 * ``globals``: named global embeddings (B, D): TIPS ``cls1``/``cls2``, CLIP and SigLIP
   ``embedding`` (projected, in text space), DINOv2 ``cls``, pixels ``mean``.
-* ``patches``: patch feature maps (B, D, h, w) per requested block index (0-based), each
-  after the backbone's final norm (the DINOv2/TIPS ``get_intermediate_layers(norm=True)``
-  convention).
+* ``patches``: patch feature maps (B, D, h, w) per requested block index (0-based), after the
+  backbone's final norm (``get_intermediate_layers(norm=True)``, DINOv2 segmentation, TIPS) or the
+  raw block output with ``norm=False`` (DINOv2's depther, probe3d).
+* ``layer_cls``: the first prefix (CLS) token of each requested block (B, D), normed like the
+  patches: the "own CLS" that DINOv2 lin.4, probe3d and the TIPS DPT heads concatenate.
 * ``text_dense``: (B, D_text, h, w) patch features in the text embedding space, for
   zero-shot segmentation (TIPS: the values trick; CLIP: patch tokens through the projection),
   only when asked for.
@@ -35,6 +37,7 @@ class Features:
     globals: dict[str, torch.Tensor]
     patches: dict[int, torch.Tensor] = field(default_factory=dict)
     text_dense: torch.Tensor | None = None
+    layer_cls: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 class Backbone(ABC):
@@ -45,6 +48,8 @@ class Backbone(ABC):
     num_layers: int
     text_dim: int = 0
     checkpoint_hash: str = ""
+    #: Backbones that read the ground truth of the views they encode (the ``oracle`` self-test backbone).
+    sees_targets: bool = False
 
     def __init__(self, spec: BackboneSpec, device: str | torch.device = "cpu"):
         self.spec = spec
@@ -93,19 +98,29 @@ class Backbone(ABC):
 
     @torch.inference_mode()
     def encode_image(
-        self, pixels: torch.Tensor, layers: Sequence[int] | None = None, text_dense: bool = False
+        self,
+        pixels: torch.Tensor,
+        layers: Sequence[int] | None = None,
+        text_dense: bool = False,
+        norm: bool = True,
+        targets: dict[str, torch.Tensor] | None = None,
     ) -> Features:
-        """Encode [0, 1] RGB pixels (B, 3, H, W); see the module docstring for the outputs."""
+        """Encode [0, 1] RGB pixels (B, 3, H, W); see the module docstring for the outputs.
+
+        ``targets`` (view-aligned ground truth) is read only by backbones with ``sees_targets``.
+        """
         if pixels.ndim != 4 or pixels.shape[1] != 3:
             raise InputError(f"expected images of shape (B, 3, H, W), got {tuple(pixels.shape)}")
         self.check_size(pixels.shape[-2], pixels.shape[-1])
         if text_dense and not self.spec.can("text"):
             raise CapabilityError(f"{self.name} has no text tower, so it has no text-aligned dense features")
         x = self.normalize(pixels.to(self.device, torch.float32))
-        return self._encode(x, self.resolve_layers(layers), text_dense)
+        if self.sees_targets:
+            return self._encode(x, self.resolve_layers(layers), text_dense, norm=norm, targets=targets or {})
+        return self._encode(x, self.resolve_layers(layers), text_dense, norm=norm)
 
     @abstractmethod
-    def _encode(self, x: torch.Tensor, layers: list[int], text_dense: bool) -> Features:
+    def _encode(self, x: torch.Tensor, layers: list[int], text_dense: bool, norm: bool = True, **kw) -> Features:
         """Encode normalised pixels."""
 
     @torch.inference_mode()

@@ -142,12 +142,16 @@ def memo_file_hash(path: Path) -> str:
     return stored[name]
 
 
+#: Families whose backbones have no weights (their definition's version identifies them).
+WEIGHTLESS_FAMILIES = ("pixels", "oracle")
+
+
 def weights_identity(spec: BackboneSpec, checkpoint: str | Path | None, random_init: bool, seed: int,
                      overrides: dict | None = None) -> str:
     """A string that changes whenever the weights would: file hashes, or the random-init seed."""
     extra = "" if not overrides else "|" + ",".join(f"{k}={v}" for k, v in sorted(overrides.items()) if v)
-    if spec.family == "pixels":
-        return "pixels" + extra
+    if spec.family in WEIGHTLESS_FAMILIES:
+        return f"{spec.family}:v{spec.version}" + extra
     if random_init:
         return f"random-init:{spec.name}:{seed}" + extra
     files = CheckpointFiles(spec, checkpoint)

@@ -77,7 +77,7 @@ class OpenClipBackbone(TimmViTBackbone):
         return float(self.text_model.logit_scale.exp())
 
 
-def clip_vit_from_state_dict(sd: StateDict, quick_gelu: bool) -> VisionTransformer:
+def clip_vit_from_state_dict(sd: StateDict, quick_gelu: bool, num_heads: int | None = None) -> VisionTransformer:
     """A timm CLIP ViT shaped like the OpenAI-layout ``visual.*`` weights, weights loaded."""
     width = sd["visual.conv1.weight"].shape[0]
     patch = sd["visual.conv1.weight"].shape[-1]
@@ -85,7 +85,7 @@ def clip_vit_from_state_dict(sd: StateDict, quick_gelu: bool) -> VisionTransform
     base = "vit_base_patch16_clip_quickgelu_224" if quick_gelu else "vit_base_patch16_clip_224"
     model = timm.create_model(
         base, pretrained=False, img_size=grid * patch, patch_size=patch, embed_dim=width,
-        depth=count_blocks(sd, "visual.transformer.resblocks."), num_heads=width // 64,
+        depth=count_blocks(sd, "visual.transformer.resblocks."), num_heads=num_heads or width // 64,
         num_classes=sd["visual.proj"].shape[1], dynamic_img_size=True,
     )
     model.load_state_dict(checkpoint_filter_fn(sd, model), strict=True)
@@ -117,7 +117,11 @@ def load_clip(spec: BackboneSpec, files: CheckpointFiles | None, device: str, ar
         raise TipsBenchError(f"'{arch}' is not an open_clip architecture; see open_clip.list_models()")
     quick_gelu = bool(spec.architecture.get("quick_gelu")) or bool(arch and arch.endswith("quickgelu")) or \
         bool(arch and open_clip.get_model_config(arch).get("quick_gelu"))
-    if files is None:
+    inline = spec.architecture.get("open_clip_config")
+    if files is None and inline:  # a definition that declares its open_clip architecture (tiny test models)
+        torch.manual_seed(seed)
+        sd, ckpt_hash = open_clip.model.CLIP(**inline, quick_gelu=quick_gelu).state_dict(), ""
+    elif files is None:
         if not arch:
             raise TipsBenchError(f"{spec.name} --random-init needs --arch <open_clip model name>")
         torch.manual_seed(seed)
@@ -130,9 +134,16 @@ def load_clip(spec: BackboneSpec, files: CheckpointFiles | None, device: str, ar
         _check_clip_variant(spec, sd, path)
         ckpt_hash = file_hash(path)
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
-    image = clip_vit_from_state_dict(sd, quick_gelu)
-    # open_clip casts to fp16 while building from an OpenAI state dict; features are compared in fp32.
-    text = open_clip.model.build_model_from_openai_state_dict(dict(sd), quick_gelu=quick_gelu, cast_dtype=None).float()
+    if inline:
+        v = inline["vision_cfg"]
+        image = clip_vit_from_state_dict(sd, quick_gelu, num_heads=v["width"] // v.get("head_width", 64))
+        text = open_clip.model.CLIP(**inline, quick_gelu=quick_gelu)
+        text.load_state_dict(sd)
+    else:
+        image = clip_vit_from_state_dict(sd, quick_gelu)
+        # open_clip casts to fp16 while building from an OpenAI state dict; features are compared in fp32.
+        text = open_clip.model.build_model_from_openai_state_dict(dict(sd), quick_gelu=quick_gelu,
+                                                                  cast_dtype=None).float()
     tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=int(sd["positional_embedding"].shape[0]))
     backbone = OpenClipBackbone(spec, image, _text_only(text), tokenizer, device)
     backbone.checkpoint_hash = ckpt_hash

@@ -16,8 +16,9 @@ class PixelsBackbone(Backbone):
         self.embed_dim = 3 * spec.patch_size**2
         self.num_layers = 1
 
-    def _encode(self, x: torch.Tensor, layers: list[int], text_dense: bool) -> Features:
+    def _encode(self, x: torch.Tensor, layers: list[int], text_dense: bool, norm: bool = True, **kw) -> Features:
         p = self.patch_size
         b, c, h, w = x.shape
         patches = x.reshape(b, c, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4).reshape(b, c * p * p, h // p, w // p)
-        return Features(globals={"mean": patches.mean(dim=(2, 3))}, patches={0: patches})
+        mean = patches.mean(dim=(2, 3))
+        return Features(globals={"mean": mean}, patches={0: patches}, layer_cls={0: mean})

@@ -27,9 +27,10 @@ class BackboneSpec:
     prefix_tokens: tuple[dict[str, str], ...]
     default_global: str
     capabilities: frozenset[str]
-    dense_layers: tuple[int, ...]
+    dense_layers: tuple[int, ...] | str
     checkpoint_files: dict[str, str]
     checkpoint_urls: dict[str, str]
+    dense_layer_norm: bool = True
     version: int = 1
     path: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -52,7 +53,8 @@ class BackboneSpec:
             prefix_tokens=tuple(data.get("prefix_tokens", []) or []),
             default_global=data["default_global"],
             capabilities=frozenset(data.get("capabilities", [])),
-            dense_layers=tuple(data.get("dense_layers", []) or []),
+            dense_layers=_dense_layers(data.get("dense_layers")),
+            dense_layer_norm=bool(data.get("dense_layer_norm", True)),
             checkpoint_files=dict(ckpt.get("files", {}) or {}),
             checkpoint_urls=dict(ckpt.get("urls", {}) or {}),
             version=int(data.get("version", 1)),
@@ -60,9 +62,22 @@ class BackboneSpec:
             raw=data,
         )
 
+    def dense_blocks(self, num_layers: int) -> list[int]:
+        """The four DPT layers: the definition's list, or probe3d's rule [L/4-1, L/2-1, 3L/4-1, L-1]."""
+        if self.dense_layers == "probe3d":
+            return sorted({num_layers // 4 - 1, num_layers // 2 - 1, num_layers // 4 * 3 - 1, num_layers - 1})
+        chosen = [i for i in self.dense_layers if -num_layers <= i < num_layers]
+        return chosen or [num_layers - 1]
+
     def can(self, capability: str) -> bool:
         """Whether the definition declares a capability (``image_global``, ``dense``, ``text``)."""
         return capability in self.capabilities
+
+
+def _dense_layers(value: Any) -> tuple[int, ...] | str:
+    if value == "probe3d":
+        return "probe3d"
+    return tuple(int(v) for v in (value or []))
 
 
 def get_backbone_spec(name: str) -> BackboneSpec:

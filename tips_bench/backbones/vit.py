@@ -129,11 +129,12 @@ class TimmViTBackbone(Backbone):
         """Map normed tokens (B, N, D) into the text embedding space (identity for TIPS)."""
         return tokens
 
-    def _encode(self, x: torch.Tensor, layers: list[int], text_dense: bool) -> Features:
+    def _encode(self, x: torch.Tensor, layers: list[int], text_dense: bool, norm: bool = True, **kw) -> Features:
         m = self.model
         rows, cols = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
         tokens = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
         taps: dict[int, torch.Tensor] = {}
+        layer_cls: dict[int, torch.Tensor] = {}
         last = self.num_layers - 1
         before_last = tokens
         for i, block in enumerate(m.blocks):
@@ -141,9 +142,11 @@ class TimmViTBackbone(Backbone):
                 before_last = tokens
             tokens = block(tokens)
             if i in layers:
-                taps[i] = self._tokens_to_map(m.norm(tokens), rows, cols)
+                tapped = m.norm(tokens) if norm else tokens
+                taps[i] = self._tokens_to_map(tapped, rows, cols)
+                layer_cls[i] = tapped[:, 0]
         final = m.norm(tokens)
-        feats = Features(globals=self.global_fn(m, final), patches=taps)
+        feats = Features(globals=self.global_fn(m, final), patches=taps, layer_cls=layer_cls)
         if text_dense:
             # One protocol for every text-capable family: the values trick of the TIPS zero-shot
             # segmentation notebook on the last block, the final norm, then the family's projection.

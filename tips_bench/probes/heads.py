@@ -68,6 +68,15 @@ def _broadcast_cls(cls: torch.Tensor | None, like: torch.Tensor, cls_dim: int) -
     return cls[:, :, None, None].expand(-1, -1, *like.shape[-2:])
 
 
+def _per_map_cls(cls: torch.Tensor | Sequence[torch.Tensor] | None, maps: Sequence[torch.Tensor]
+                 ) -> list[torch.Tensor]:
+    """One CLS token per map (heads built with ``own_cls``)."""
+    if cls is None or isinstance(cls, torch.Tensor) or len(cls) != len(maps):
+        raise ValueError(f"this head takes one CLS token per feature map ({len(maps)}), got "
+                         f"{'none' if cls is None else type(cls).__name__}")
+    return list(cls)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Linear protocol (DINOv2)
 # ----------------------------------------------------------------------------------------------------------
@@ -93,6 +102,8 @@ class LinearHead(nn.Module):
         use_cls: bool = False,
         upsample: int = 1,
         cls_dim: int | None = None,
+        own_cls: bool = False,
+        batchnorm: bool = True,
     ) -> None:
         super().__init__()
         if not in_dims:
@@ -101,18 +112,30 @@ class LinearHead(nn.Module):
             raise ValueError(f"upsample must be >= 1, got {upsample}")
         self.in_dims = [int(d) for d in in_dims]
         self.use_cls = use_cls
+        self.own_cls = bool(use_cls and own_cls)
         self.upsample = int(upsample)
-        self.cls_dim = int(cls_dim if cls_dim is not None else self.in_dims[-1]) if use_cls else 0
-        channels = sum(self.in_dims) + self.cls_dim
-        self.bn = nn.BatchNorm2d(channels)
+        if self.own_cls:  # each layer's own CLS next to its patch tokens (DINOv2 BNHead with return_class_token)
+            self.cls_dim = 0
+            channels = 2 * sum(self.in_dims)
+        else:
+            self.cls_dim = int(cls_dim if cls_dim is not None else self.in_dims[-1]) if use_cls else 0
+            channels = sum(self.in_dims) + self.cls_dim
+        self.bn = nn.BatchNorm2d(channels) if batchnorm else nn.Identity()
         self.classifier = nn.Conv2d(channels, out_channels, kernel_size=1)
 
     def forward(
-        self, maps: Sequence[torch.Tensor], cls: torch.Tensor | None = None, out_size: Size | None = None
+        self, maps: Sequence[torch.Tensor], cls: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        out_size: Size | None = None,
     ) -> torch.Tensor:
+        """``cls``: the global token (B, D_cls), or with ``own_cls`` one token per map (B, D_i)."""
         _check_maps(maps, self.in_dims)
-        x = torch.cat(list(maps), dim=1)
-        if self.use_cls:
+        if self.own_cls:
+            tokens = _per_map_cls(cls, maps)
+            x = torch.cat([t for m, c in zip(maps, tokens, strict=True) for t in (m, _broadcast_cls(c, m, m.shape[1]))],
+                          dim=1)
+        else:
+            x = torch.cat(list(maps), dim=1)
+        if self.use_cls and not self.own_cls:
             x = torch.cat([x, _broadcast_cls(cls, x, self.cls_dim)], dim=1)
         h, w = x.shape[-2:]
         up = (h * self.upsample, w * self.upsample)
@@ -242,31 +265,39 @@ class DPTHead(nn.Module):
         use_cls: bool = True,
         cls_dim: int | None = None,
         post_channels: Sequence[int] | None = None,
+        own_cls: bool = False,
     ) -> None:
         super().__init__()
         if not 1 <= len(in_dims) <= 4:
             raise ValueError(f"DPTHead takes 1 to 4 layers, got {len(in_dims)}")
         self.in_dims = [int(d) for d in in_dims]
         self.use_cls = use_cls
+        self.own_cls = bool(use_cls and own_cls)
         self.cls_dim = int(cls_dim if cls_dim is not None else self.in_dims[-1]) if use_cls else 0
         dims = self.in_dims + [self.in_dims[-1]] * (4 - len(self.in_dims))
+        cls_dims = dims if self.own_cls else [self.cls_dim] * 4
         default_post = [max(hidden // 2, 1), hidden, 2 * hidden, 4 * hidden]
         post = list(post_channels) if post_channels is not None else default_post
         if len(post) != 4:
             raise ValueError(f"post_channels must have 4 entries, got {post}")
         self.reassemble = nn.ModuleList(
-            Reassemble(d, c, s, self.cls_dim) for d, c, s in zip(dims, post, (4, 2, 1, 0.5), strict=True)
+            Reassemble(d, c, s, k) for d, c, s, k in zip(dims, post, (4, 2, 1, 0.5), cls_dims, strict=True)
         )
         self.layer_convs = nn.ModuleList(nn.Conv2d(c, hidden, kernel_size=3, padding=1, bias=False) for c in post)
         self.fusion = nn.ModuleList(FusionBlock(hidden, with_skip=i > 0) for i in range(4))
         self.head = OutputHead(hidden, out_channels)
 
     def forward(
-        self, maps: Sequence[torch.Tensor], cls: torch.Tensor | None = None, out_size: Size | None = None
+        self, maps: Sequence[torch.Tensor], cls: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        out_size: Size | None = None,
     ) -> torch.Tensor:
+        """``cls``: the global token (B, D_cls), or with ``own_cls`` one token per map (B, D_i)."""
         _check_maps(maps, self.in_dims, max_layers=4)
+        tokens = _per_map_cls(cls, maps) if self.own_cls else [cls] * len(maps)
         maps = list(maps) + [maps[-1]] * (4 - len(maps))
-        feats = [conv(re(m, cls)) for m, re, conv in zip(maps, self.reassemble, self.layer_convs, strict=True)]
+        tokens = tokens + [tokens[-1]] * (4 - len(tokens))
+        feats = [conv(re(m, c)) for m, c, re, conv in zip(maps, tokens, self.reassemble, self.layer_convs,
+                                                          strict=True)]
         x = self.fusion[0](feats[3], size=feats[2].shape[-2:])
         x = self.fusion[1](x, feats[2], size=feats[1].shape[-2:])
         x = self.fusion[2](x, feats[1], size=feats[0].shape[-2:])
@@ -343,8 +374,13 @@ class BinsDepthHead(nn.Module):
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
         self.n_bins, self.norm, self.eps = int(n_bins), norm, float(eps)
 
+    @property
+    def use_cls(self) -> bool:
+        return bool(getattr(self.head, "use_cls", False))
+
     def forward(
-        self, maps: Sequence[torch.Tensor], cls: torch.Tensor | None = None, out_size: Size | None = None
+        self, maps: Sequence[torch.Tensor], cls: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        out_size: Size | None = None,
     ) -> torch.Tensor:
         logits = self.head(maps, cls, out_size=None)
         depth = bins_to_depth(logits, self.min_depth, self.max_depth, self.n_bins, self.norm, self.eps)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "angular_loss",
+    "dinov2_sigloss",
     "gradient_loss",
     "probe3d_depth_loss",
     "segmentation_loss",
@@ -128,6 +129,22 @@ def silog_loss(
     if grad_weight:
         loss = loss + grad_weight * gradient_loss(pred, gt, mask, eps=eps)
     return loss
+
+
+def dinov2_sigloss(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None,
+                   max_depth: float | None = None) -> torch.Tensor:
+    """DINOv2's ``SigLoss`` (dinov2/eval/depth/models/losses/sigloss.py) as its code computes it.
+
+    g = log(pred + 1e-3) − log(gt + 1e-3) over pixels with gt > 0 (and gt <= ``max_depth`` when given, and
+    ``valid``); loss = sqrt(var(g) + 0.15 · mean(g)²) with the unbiased variance (``torch.var``), no ×10.
+    """
+    mask = _depth_mask(valid, gt)
+    if max_depth is not None:
+        mask = mask & (gt <= max_depth)
+    if int(mask.sum()) < 2:
+        return _zero(pred)
+    g = torch.log(pred[mask] + 1e-3) - torch.log(gt[mask] + 1e-3)
+    return torch.sqrt(torch.var(g) + 0.15 * g.mean().square())
 
 
 def probe3d_depth_loss(

@@ -39,6 +39,14 @@ def class_text_embeddings(ctx: EvalContext, names: Sequence[str], templates: Seq
     return l2n(emb.mean(axis=1))
 
 
+def read_globals(entry: Any, key: str) -> np.ndarray:
+    """A global embedding of every item as (N, D) float32 (the first view where views are stored)."""
+    value = entry.read(key, dtype=np.float32)
+    if isinstance(value, list):
+        return np.stack([np.asarray(v).reshape(-1, v.shape[-1])[0] for v in value]).astype(np.float32)
+    return np.asarray(value, dtype=np.float32)
+
+
 def to_torch(batch: dict[str, np.ndarray], device: str = "cpu") -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()}
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from tips_bench.metrics import retrieval_recall
 from tips_bench.tasks.base import EvalContext, FeatureRequest, Task, register_task_type
-from tips_bench.tasks.common import global_key, l2n
+from tips_bench.tasks.common import global_key, l2n, read_globals
 
 
 @register_task_type
@@ -30,7 +30,7 @@ class RetrievalTask(Task):
             chosen = caps if which == "all" else [caps[int(which)]]
             texts += chosen
             image_of_text += [i] * len(chosen)
-        images = l2n(ctx.entries["eval"].read(global_key(ctx), dtype=np.float32))
+        images = l2n(read_globals(ctx.entries["eval"], global_key(ctx)))
         text_emb = l2n(ctx.encode_texts(texts))
         scores = retrieval_recall(text_emb @ images.T, np.asarray(image_of_text), ks=(1, 5, 10))
         return {m: v for m, v in scores.items() if m in self.d.metrics}
