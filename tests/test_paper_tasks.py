@@ -44,8 +44,24 @@ checkpoint:
 """
 
 PIXELS, TEXT = "pixels", "tiny_tips+random"
-SMALL = {"resolution": 56, "probe.epochs": 1}
 DPT = {"head.hidden": 16}  # the probe3d DPT is 512 wide; 16 keeps the CPU test fast
+
+
+def smoke(task: str) -> dict:
+    """Overrides that shrink a task to a 56 px input and one probe epoch, whatever its frame."""
+    d = get_task_definition(task)
+    frame, out = d.spec.frame, {}
+    if frame.resize == "square":
+        out["resolution"] = 56
+    elif frame.resize == "center_crop":
+        out |= {"frame.short_side": 56, "frame.crop": 56}
+    elif frame.resize == "keep_aspect":
+        out["frame.short_side"] = 56
+    if frame.inference == "slide":
+        out |= {"frame.window": 56, "frame.stride": 42}
+    if "probe" in d.protocol:
+        out["probe.epochs"] = 1
+    return out
 
 # task -> (fixture root, backbone, extra overrides, metrics expected with --limit 2 (None = all of the task's))
 CASES: dict[str, tuple[str, str, dict, set[str] | None]] = {
@@ -128,7 +144,7 @@ def _run(work: Path, backbone: str, task: str, root: Path, overrides: dict, resu
 @pytest.mark.parametrize("task", list(CASES))
 def test_paper_task_runs_end_to_end_on_its_fixture(task, work, roots, capsys):
     root_key, backbone, extra, expected = CASES[task]
-    overrides = {**SMALL, **extra}
+    overrides = {**smoke(task), **extra}
     results = work / f"{task}.jsonl"
     assert _run(work, backbone, task, roots[root_key], overrides, results) == 0, capsys.readouterr().err
     rows = ResultsStore(results).rows()
@@ -140,7 +156,11 @@ def test_paper_task_runs_end_to_end_on_its_fixture(task, work, roots, capsys):
         assert row.higher_is_better == definition.higher_is_better[row.metric]
         assert row.limit == 2 and row.num_samples <= 2
         assert row.protocol["overrides"] == overrides
-        assert row.protocol["resolution_used"] == [56, 56]
+        frame = row.protocol["frame_resolved"]
+        if frame["resize"] == "square":
+            assert row.protocol["resolution_used"] == [56, 56]
+        elif frame["resize"] in ("keep_aspect", "center_crop"):
+            assert frame["short_side"] == 56
         assert row.protocol["task_version"] == definition.version
         if "probe" in definition.protocol:
             assert row.protocol["probe"]["epochs"] == 1
@@ -165,9 +185,9 @@ def test_every_paper_reference_row_names_a_task_and_metric_we_define():
 def test_paper_task_files_record_their_protocol():
     for task in CASES:
         d = get_task_definition(task)
-        assert d.version == 1 and d.references and d.raw.get("notes"), task
+        assert d.version >= 1 and d.references and d.notes, task
         assert d.headline in d.metrics, task
-        assert "resolution" in d.protocol, task
+        assert "frame" in d.raw["protocol"], task  # every paper task declares its evaluation frame
         if d.type not in ("correspondence", "segmentation", "zeroshot_segmentation"):
             assert "global" in d.protocol, task  # null = the backbone's default token (TIPS: cls1)
 
@@ -184,7 +204,7 @@ def test_validate_and_tasks_list_the_paper_tasks(work, capsys):
 @pytest.mark.parametrize("task", ["voc_seg", "nyu_depth", "uned_retrieval", "coco_retrieval", "spair_corr"])
 def test_missing_dataset_root_exits_2_with_one_line_naming_the_path(task, work, capsys):
     missing = work / "no_such_folder"
-    code = _run(work, TEXT, task, missing, SMALL, work / "missing.jsonl")
+    code = _run(work, TEXT, task, missing, smoke(task), work / "missing.jsonl")
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("tips-bench: error: ") and "\n" not in err and "Traceback" not in err
@@ -195,7 +215,7 @@ def test_missing_dataset_root_exits_2_with_one_line_naming_the_path(task, work, 
 def test_empty_dataset_root_exits_2_naming_what_is_missing(task, work, capsys):
     empty = work / "empty_root"
     empty.mkdir(exist_ok=True)
-    code = _run(work, TEXT, task, empty, SMALL, work / "empty.jsonl")
+    code = _run(work, TEXT, task, empty, smoke(task), work / "empty.jsonl")
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("tips-bench: error: ") and "\n" not in err and str(empty) in err
@@ -244,7 +264,7 @@ def test_uned_recall_drops_self_matches_uses_label_sets_and_averages_domains(roo
 
 def test_uned_task_reports_every_domain_without_limit(work, roots):
     results = work / "uned_full.jsonl"
-    assert _run(work, PIXELS, "uned_retrieval", roots["uned"], SMALL, results, limit=None) == 0
+    assert _run(work, PIXELS, "uned_retrieval", roots["uned"], smoke("uned_retrieval"), results, limit=None) == 0
     metrics = {r.metric: r.value for r in ResultsStore(results).rows()}
     assert set(metrics) == set(get_task_definition("uned_retrieval").metrics)
     domains = [m for m in metrics if m.startswith("R@1_") and m != "R@1_pooled"]

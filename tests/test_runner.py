@@ -47,10 +47,11 @@ def test_second_run_reads_the_cache_and_never_runs_the_backbone(env, monkeypatch
 
 
 def test_rows_carry_protocol_and_provenance(env):
-    rows = _runner(env).run("pixels", "toy_knn", RunOptions(limit=16, progress=False, overrides=SMALL, seed=3))
+    small = {"resolution": 56}  # toy_knn has no probe: --set probe.* would be refused
+    rows = _runner(env).run("pixels", "toy_knn", RunOptions(limit=16, progress=False, overrides=small, seed=3))
     row = next(r for r in rows if r.metric == "top1")
     assert row.task_version == 1 and row.seed == 3 and row.limit == 16
-    assert row.protocol["resolution_used"] == [56, 56] and row.protocol["overrides"] == SMALL
+    assert row.protocol["resolution_used"] == [56, 56] and row.protocol["overrides"] == small
     assert row.protocol["global_token"] == "mean" and row.protocol["ks"] == [10, 20, 100, 200]
     assert row.code_version.startswith("0.1.0") and "torch" in row.packages and row.device
     assert row.config_hash and row.wall_time_s > 0 and row.images_per_s > 0 and row.peak_memory_mb > 0

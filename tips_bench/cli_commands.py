@@ -116,6 +116,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_selftest(args: argparse.Namespace) -> int:
+    """Run tasks on the oracle backbone and compare each headline with its known optimum."""
+    import os
+
+    from rich.table import Table
+
+    from tips_bench import suite
+    from tips_bench.cache import FeatureCache
+    from tips_bench.runner import Runner, RunOptions
+    from tips_bench.selftest import run_selftest
+
+    if args.data_root:
+        os.environ["TIPS_BENCH_DATA"] = args.data_root
+    tasks = [t for a in args.task for t in a.split(",") if t] if args.task else \
+        [t for name in args.suite.split(",") for t in suite.suite_tasks(name)]
+    opts = RunOptions(limit=args.limit, device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
+                      progress=not args.no_progress, overrides=_parse_overrides(args.set),
+                      extra={"root": args.root} if args.root else {})
+    checks = run_selftest(tasks, Runner(store=None, cache=FeatureCache(args.cache_dir)), opts)
+    table = Table(title="tips-bench selftest (oracle backbone)")
+    for col in ("task", "headline", "oracle", "optimum", "pass if", "", "optimum from"):
+        table.add_column(col)
+    for c in checks:
+        bound = f"{'>=' if c.higher_is_better else '<='} {c.threshold:.4g}"
+        table.add_row(c.task, c.metric, f"{c.score:.4g}", f"{c.optimum:.4g}", bound,
+                      "ok" if c.ok else "[bold red]FAIL[/]", c.how)
+    _console().print(table)
+    failed = [c for c in checks if not c.ok]
+    print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -300,6 +332,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "A backbone written NAME+random uses seeded random weights for that backbone only."))
     add_run_args(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("selftest", help="run tasks on the oracle backbone and check each reaches its known optimum",
+                       formatter_class=fmt, description=(
+                           "Run tasks with the 'oracle' backbone, whose features encode the ground truth of\n"
+                           "every view, and print each headline beside its known optimum (exit 1 if one falls\n"
+                           "short). Default: the built-in toy suite. Paper tasks need their data:\n"
+                           "  tips-bench selftest\n"
+                           "  tips-bench selftest --task voc_seg,nyu_depth --data-root ~/tips-bench-data --limit 20"))
+    p.add_argument("--task", action="append", help="task name(s), comma-separated or repeated")
+    p.add_argument("--suite", default="toy", help="suite(s) to run when no --task is given (default: toy)")
+    p.add_argument("--limit", type=int, help="use only the first N items of every split")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a protocol value of every task")
+    p.add_argument("--root", help="explicit root folder of the tasks' dataset")
+    p.add_argument("--data-root", help="folder holding the datasets (default: $TIPS_BENCH_DATA)")
+    p.add_argument("--cache-dir", help="feature cache folder (default: $TIPS_BENCH_CACHE or ~/.cache/tips-bench/features)")
+    p.add_argument("--device", default="cpu", help="torch device for the probes (default: cpu)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: 16)")
+    p.add_argument("--num-workers", type=int, default=_default_workers(), help="data-loading worker processes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_selftest)
 
     p = sub.add_parser("tasks", help="list every task with its dataset, metrics and protocol")
     p.set_defaults(func=cmd_tasks)

@@ -114,7 +114,7 @@ class Runner:
         task.check_backbone(spec)
         lazy = LazyBackbone(spec, opts)
         frame = task.frame(spec)
-        datasets = {role: self._open(task, role, split, frame, opts) for role, split in task.d.splits.items()}
+        datasets = {role: self.open_split(task, role, split, frame, opts) for role, split in task.d.splits.items()}
         identity = weights_identity(spec, opts.checkpoint, opts.random_init, opts.init_seed,
                                     {"heads": opts.num_heads, "text_heads": opts.text_num_heads, "arch": opts.arch})
         if spec.can("ground_truth"):  # the oracle's text side depends on the class names it is bound to
@@ -146,7 +146,8 @@ class Runner:
             self.store.append(rows)
         return rows
 
-    def _open(self, task: Task, role: str, split: Any, frame: Frame, opts: RunOptions) -> Any:
+    def open_split(self, task: Task, role: str, split: Any, frame: Frame, opts: RunOptions) -> Any:
+        """The dataset of one of a task's roles (synthetic ones rendered at the frame's size), limited."""
         render = task.d.p("render_size") or frame.square
         ds = open_dataset(task.d.dataset, split.split, size=split.size, root=opts.extra.get("root"),
                           image_size=tuple(render), seed=int(task.d.p("data_seed", 0)),

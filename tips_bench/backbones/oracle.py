@@ -10,10 +10,12 @@ Patch features (D = :data:`DIM`), the same at every one of its :data:`NUM_LAYERS
 * ``256``: mean depth of its valid pixels (0 if none), ``257 .. 257 + 32``: the same depth as a triangular
   code over 32 log-spaced anchors from 1 cm to 100 m (linearly decodable by a binned depth head);
 * the next 3: the mean unit normal of its valid pixels;
-* the last 64: the sum of the identity codes of the keypoints inside the patch (pairs).
+* the last 256: the identity codes of the keypoints (pairs), each weighted by a Gaussian of its distance to the
+  patch centre (sigma = half a patch), so that interpolated features peak at each keypoint's own position.
 
 Global embedding ``embedding`` (and text embeddings), D_text = 1024 + 16 + 512: a one-hot of the image's
-class label; a code of its domain (UnED); the normalised sum of the codes of its captions. The text tower
+class label; a code of its domain (UnED); for images without a class label, the normalised sum of the codes of
+their captions. The text tower
 maps a caption to its code and a prompt that contains a class name (of the classes the oracle is bound
 to, longest name first) to that class's one-hot, so zero-shot classification, retrieval and zero-shot
 segmentation (``text_dense``: the class fractions in text space) reach their optimum too.
@@ -36,7 +38,7 @@ DEPTH_CH = SEG_SLOTS
 ANCHORS = np.geomspace(0.01, 100.0, 32)
 DEPTH_CODE = slice(DEPTH_CH + 1, DEPTH_CH + 1 + len(ANCHORS))
 NORMALS = slice(DEPTH_CODE.stop, DEPTH_CODE.stop + 3)
-KEYPOINTS = slice(NORMALS.stop, NORMALS.stop + 64)
+KEYPOINTS = slice(NORMALS.stop, NORMALS.stop + 256)
 DIM = KEYPOINTS.stop
 NUM_LAYERS = 4
 CLASS_SLOTS, DOMAIN_DIM, CAPTION_DIM = 1024, 16, 512
@@ -120,7 +122,7 @@ class OracleBackbone(Backbone):
                 out[i, label] = 1.0
             if domains[i]:
                 out[i, CLASS_SLOTS : CLASS_SLOTS + DOMAIN_DIM] = code("domain:" + domains[i], DOMAIN_DIM)
-            if captions[i]:
+            if captions[i] and not 0 <= label < CLASS_SLOTS:  # labelled images are identified by class only
                 caps = sum(code(_norm(c), CAPTION_DIM) for c in captions[i])
                 out[i, CLASS_SLOTS + DOMAIN_DIM :] = caps / max(np.linalg.norm(caps), 1e-12)
         return torch.from_numpy(out).to(self.device)
@@ -166,14 +168,19 @@ def _masked_mean(value: torch.Tensor, valid: torch.Tensor, p: int) -> torch.Tens
 
 
 def _keypoint_codes(points: torch.Tensor, valid: torch.Tensor, p: int, h: int, w: int) -> torch.Tensor:
-    out = torch.zeros(points.shape[0], h, w, KEYPOINTS.stop - KEYPOINTS.start)
-    codes = torch.from_numpy(np.stack([code(f"keypoint:{k}", out.shape[-1]) for k in range(points.shape[1])]))
+    dim = KEYPOINTS.stop - KEYPOINTS.start
+    codes = torch.from_numpy(np.stack([code(f"keypoint:{k}", dim) for k in range(points.shape[1])]))
+    cy = (torch.arange(h, dtype=torch.float32) + 0.5) * p - 0.5  # patch centres, pixel-centre coordinates
+    cx = (torch.arange(w, dtype=torch.float32) + 0.5) * p - 0.5
+    out = torch.zeros(points.shape[0], h, w, dim)
+    sigma2 = 2 * (p / 2) ** 2
     for i in range(points.shape[0]):
-        for k in torch.nonzero(valid[i].bool()).flatten().tolist():
-            x, y = float(points[i, k, 0]), float(points[i, k, 1])
-            r, c = int((y + 0.5) // p), int((x + 0.5) // p)
-            if 0 <= r < h and 0 <= c < w:
-                out[i, r, c] += codes[k]
+        keep = valid[i].bool()
+        pts, ids = points[i][keep].float(), torch.nonzero(keep).flatten()
+        if not len(ids):
+            continue
+        d2 = (cy[:, None, None] - pts[None, None, :, 1]) ** 2 + (cx[None, :, None] - pts[None, None, :, 0]) ** 2
+        out[i] = torch.exp(-d2 / sigma2) @ codes[ids]
     return out
 
 
