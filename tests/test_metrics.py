@@ -352,10 +352,11 @@ def test_pck_by_hand() -> None:
     gt = np.zeros((3, 2))
     pred = np.array([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]])  # errors 0, 5, 10
     bbox = np.array([10.0, 20.0, 50.0, 120.0])  # w = 40, h = 100 -> thr = 0.1 * 100 = 10
-    assert pck(pred, gt, None, bbox) == pytest.approx(200 / 3)  # 10 is not < 10
-    assert pck(pred, gt, None, bbox, alpha=0.05) == pytest.approx(100 / 3)  # thr 5: only 0
+    assert pck(pred, gt, None, bbox) == pytest.approx(100.0)  # 10 <= 10: SPair's evaluator counts it
+    assert pck(pred, gt, None, bbox, alpha=0.05) == pytest.approx(200 / 3)  # thr 5: errors 0 and 5
+    assert pck(pred, gt, None, bbox, alpha=0.049) == pytest.approx(100 / 3)  # thr 4.9: only 0
     # batched: pair 2 has a 60-pixel bbox (thr 6) and its last point invalid -> errors [0, 5] both < 6
     boxes = np.stack([bbox, np.array([0.0, 0.0, 60.0, 30.0])])
     valid = np.array([[True, True, True], [True, True, False]])
-    # pooled: pair 1 has 2 of 3 correct, pair 2 has 2 of 2 -> 4 / 5
-    assert pck(np.stack([pred, pred]), np.stack([gt, gt]), valid, boxes) == pytest.approx(80.0)
+    # pooled: pair 1 has 3 of 3 correct, pair 2 has 2 of 2 -> 5 / 5
+    assert pck(np.stack([pred, pred]), np.stack([gt, gt]), valid, boxes) == pytest.approx(100.0)

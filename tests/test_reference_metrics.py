@@ -165,9 +165,6 @@ def test_pck_equals_spair_pck() -> None:
                                       for i in range(5)], rel=TOL, abs=TOL)
 
 
-@pytest.mark.xfail(strict=True, reason="tips_bench.metrics.pck counts a keypoint correct when its error is < "
-                   "alpha*max(w, h); the SPair authors' evaluator uses <= (torch.le), so a point exactly on the "
-                   "threshold differs (possible with SPair's integer keypoints and boxes).")
 def test_pck_point_on_threshold_as_spair() -> None:
     """A keypoint at distance exactly 0.1 x max(bbox w, h): target bbox (10, 20, 60, 50) -> threshold 5 px;
     GT (30, 30), prediction (33, 34), distance 5. SPair's PCK counts it (100 %), tips-bench does not (0 %)."""

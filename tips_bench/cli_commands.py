@@ -65,7 +65,8 @@ def _run_options(args: argparse.Namespace):
                       batch_size=args.batch_size, num_workers=args.num_workers,
                       progress=not args.no_progress, num_heads=args.num_heads,
                       text_num_heads=args.text_num_heads, arch=args.arch, compile=args.compile,
-                      overrides=_parse_overrides(args.set), extra={"root": args.root} if args.root else {})
+                      overrides=_parse_overrides(args.set) | ({"mode": args.mode} if getattr(args, "mode", None) else {}),
+                      extra={"root": args.root} if args.root else {})
 
 
 def _parse_overrides(items: list[str] | None) -> dict:
@@ -317,6 +318,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a protocol value of the task, e.g. --set probe.epochs=1 --set resolution=224 "
                    "(recorded in every result row under protocol.overrides)")
+    p.add_argument("--mode", choices=("cached", "faithful"),
+                   help="dense probes: 'cached' (default: one pass of the backbone, no augmentation) or 'faithful' "
+                   "(the reference augmentation and schedule; see docs/tasks.md); recorded in every row")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -87,6 +87,8 @@ class PreparedSplit(torch.utils.data.Dataset):
                 per_view[key] = [self.frame.fit_target(full[y0:y1, x0:x1], TARGET_FILL[key])
                                  for y0, x0, y1, x1 in boxes]
         per_view["label"] = int(sample.get("label", -1))
+        if "label_set" in sample:
+            per_view["label_set"] = [int(c) for c in sample["label_set"]]
         per_view["captions"] = [str(c) for c in sample.get("captions", [])]
         per_view["domain"] = str(sample.get("domain", ""))
         return per_view
@@ -149,7 +151,7 @@ class ViewEncoder:
                 chunk = idx[s : s + self.batch_size]
                 stacked = np.stack([views[i] for i in chunk])
                 pixels = torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div_(255.0)
-                pixels = self.frame.fit_pixels(pixels)
+                pixels = self.frame.fit_pixels(pixels, fill=self.backbone.spec.mean)
                 targets = _stack_oracle([oracle[i] for i in chunk]) if oracle is not None else None
                 feats = self.backbone.encode_image(pixels, layers=self.layers or None,
                                                    text_dense=self.request.text_dense,

@@ -128,15 +128,22 @@ class Frame:
         boxes = self.views(h, w)
         return np.stack([resized[y0:y1, x0:x1] for y0, x0, y1, x1 in boxes]), boxes, (h, w)
 
-    def fit_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Apply the patch fit to float pixels (B, 3, h, w): centre zero padding or bicubic resize up."""
+    def fit_pixels(self, pixels: torch.Tensor, fill: Sequence[float] = (0.0, 0.0, 0.0)) -> torch.Tensor:
+        """Apply the patch fit to float pixels (B, 3, h, w): centre padding or bicubic resize up.
+
+        ``fill`` is the padding colour in [0, 1]; pass the backbone's normalisation mean, since DINOv2 and
+        probe3d pad the normalised image with zeros.
+        """
         h, w = pixels.shape[-2:]
         fh, fw = self.fitted_size(h, w)
         if (fh, fw) == (h, w):
             return pixels
         if self.fit == "pad_center":
             top, left = (fh - h) // 2, (fw - w) // 2
-            return F.pad(pixels, (left, fw - w - left, top, fh - h - top))
+            color = torch.as_tensor(fill, dtype=pixels.dtype).view(1, 3, 1, 1)
+            out = color.expand(pixels.shape[0], 3, fh, fw).clone()
+            out[:, :, top : top + h, left : left + w] = pixels
+            return out
         return F.interpolate(pixels, size=(fh, fw), mode="bicubic", align_corners=False)
 
     def fit_target(self, target: np.ndarray, fill: float | int) -> np.ndarray:

@@ -498,7 +498,7 @@ def pck(
     bbox: np.ndarray,
     alpha: float = 0.1,
 ) -> float:
-    """PCK@alpha in percent: a point is correct when its L2 error < alpha · max(bbox width, bbox height).
+    """PCK@alpha in percent: a point is correct when its L2 error <= alpha · max(bbox width, bbox height).
 
     Reference: SPair-71k devkit convention (threshold from the target bbox, in target-image pixels).
     Points are (N, 2) with ``bbox`` (4,) = (x0, y0, x1, y1), or batched (P, N, 2) with ``bbox`` (P, 4); the
@@ -510,6 +510,6 @@ def pck(
     if box.shape[-1] != 4 or box.shape[:-1] != err.shape[:-1]:
         raise ValueError(f"bbox must be (..., 4) matching the points' leading dims, got {box.shape}")
     thr = alpha * np.maximum(box[..., 2] - box[..., 0], box[..., 3] - box[..., 1])
-    correct = err < thr[..., None]
+    correct = err <= thr[..., None]  # SPair evaluator: correct at distance <= threshold
     n = int(mask.sum())
     return float(np.count_nonzero(correct & mask) / n * 100.0) if n else float("nan")

@@ -140,6 +140,7 @@ class Runner:
                           seed=opts.seed, device=opts.device, batch_size=probe_batch, progress=opts.progress,
                           frame=frame, load_backbone=lazy.get, extra={"extract": extract})
         metrics = task.evaluate(ctx)
+        self.last_forward_items += int(ctx.timings.get("online_forward_views", 0))
         wall = time.perf_counter() - start
         rows = self._rows(task, spec, opts, metrics, ctx, identity, wall, stats, datasets)
         if self.store is not None:

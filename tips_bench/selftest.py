@@ -72,13 +72,20 @@ def run_selftest(tasks: Sequence[str], runner: Runner, opts: RunOptions) -> list
     """Run each task on the oracle and determine its optimum (module docstring)."""
     checks = []
     for name in tasks:
-        d = get_task_definition(name).with_overrides(opts.overrides)
-        rows = runner.run(ORACLE, name, opts)
+        task_opts = replace(opts, overrides=applicable_overrides(name, opts.overrides))
+        d = get_task_definition(name).with_overrides(task_opts.overrides)
+        rows = runner.run(ORACLE, name, task_opts)
         score = next(r.value for r in rows if r.metric == d.headline)
-        optimum, how = optimum_for(d, runner, opts)
+        optimum, how = optimum_for(d, runner, task_opts)
         higher = d.higher_is_better[d.headline]
         checks.append(Check(name, d.headline, higher, score, optimum, threshold_for(d.type, optimum, higher), how))
     return checks
+
+
+def applicable_overrides(task: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The ``--set`` pairs whose top-level key the task's protocol has (one --set serves a whole suite)."""
+    protocol = get_task_definition(task).protocol
+    return {k: v for k, v in overrides.items() if k.split(".")[0] in protocol}
 
 
 def optimum_for(d: TaskDefinition, runner: Runner, opts: RunOptions) -> tuple[float, str]:

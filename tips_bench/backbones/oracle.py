@@ -11,7 +11,8 @@ Patch features (D = :data:`DIM`), the same at every one of its :data:`NUM_LAYERS
   code over 32 log-spaced anchors from 1 cm to 100 m (linearly decodable by a binned depth head);
 * the next 3: the mean unit normal of its valid pixels;
 * the last 256: the identity codes of the keypoints (pairs), each weighted by a Gaussian of its distance to the
-  patch centre (sigma = half a patch), so that interpolated features peak at each keypoint's own position.
+  patch centre (sigma = half a patch), plus a constant background code, so that the cosine of interpolated
+  features peaks at each keypoint's own position.
 
 Global embedding ``embedding`` (and text embeddings), D_text = 1024 + 16 + 512: a one-hot of the image's
 class label; a code of its domain (UnED); for images without a class label, the normalised sum of the codes of
@@ -44,6 +45,7 @@ NUM_LAYERS = 4
 CLASS_SLOTS, DOMAIN_DIM, CAPTION_DIM = 1024, 16, 512
 TEXT_DIM = CLASS_SLOTS + DOMAIN_DIM + CAPTION_DIM
 IGNORE = 255
+BACKGROUND = 0.3  # weight of the constant background code of the keypoint channels
 
 
 def code(text: str, dim: int) -> np.ndarray:
@@ -114,12 +116,15 @@ class OracleBackbone(Backbone):
     def _image_global(self, targets: dict, b: int) -> torch.Tensor:
         out = np.zeros((b, TEXT_DIM), np.float32)
         labels = targets.get("label")
+        label_sets = targets.get("label_set")
         captions = targets.get("captions") or [[] for _ in range(b)]
         domains = targets.get("domain") or ["" for _ in range(b)]
         for i in range(b):
             label = int(labels[i]) if labels is not None else -1
-            if 0 <= label < CLASS_SLOTS:
-                out[i, label] = 1.0
+            classes = [int(c) for c in label_sets[i]] if label_sets is not None else [label]
+            classes = [c for c in classes if 0 <= c < CLASS_SLOTS]
+            if classes:  # every class id of the image (UnED items can have several)
+                out[i, classes] = 1.0 / np.sqrt(len(classes))
             if domains[i]:
                 out[i, CLASS_SLOTS : CLASS_SLOTS + DOMAIN_DIM] = code("domain:" + domains[i], DOMAIN_DIM)
             if captions[i] and not 0 <= label < CLASS_SLOTS:  # labelled images are identified by class only
@@ -181,7 +186,9 @@ def _keypoint_codes(points: torch.Tensor, valid: torch.Tensor, p: int, h: int, w
             continue
         d2 = (cy[:, None, None] - pts[None, None, :, 1]) ** 2 + (cx[None, :, None] - pts[None, None, :, 0]) ** 2
         out[i] = torch.exp(-d2 / sigma2) @ codes[ids]
-    return out
+    # a constant background direction: cosine matching is scale-free, and without it a far patch that a
+    # single keypoint's tail reaches would match as well as the keypoint's own patch
+    return out + BACKGROUND * torch.from_numpy(code("keypoint:background", dim))
 
 
 def load_oracle(spec: BackboneSpec, device: str) -> OracleBackbone:
@@ -191,22 +198,26 @@ def load_oracle(spec: BackboneSpec, device: str) -> OracleBackbone:
 class OracleHead(torch.nn.Module):
     """``head.kind: oracle``: decodes the oracle's channels with no training (the optimum of a dense task).
 
-    Segmentation: the class fractions of the first ``channels`` classes as logits; depth: the mean depth;
+    Segmentation: the class fractions of the first ``channels`` classes as logits, restricted to ``classes``
+    (those present in the training split: a trained probe cannot predict the others); depth: the mean depth;
     normals: the mean normal. Used by ``tips-bench selftest`` to measure what the frame and metrics allow.
     """
 
     use_cls = False
 
-    def __init__(self, kind: str, channels: int):
+    def __init__(self, kind: str, channels: int, classes: Sequence[int] | None = None):
         super().__init__()
         self.kind, self.channels = kind, channels
+        mask = torch.zeros(channels, dtype=torch.bool)
+        mask[[c for c in (classes if classes is not None else range(channels)) if 0 <= c < channels]] = True
+        self.register_buffer("unseen", ~mask)  # classes a trained probe never sees cannot be predicted
 
     def forward(self, maps, cls=None, out_size=None) -> torch.Tensor:
         x = maps[-1]
         if x.shape[1] != DIM:
             raise ValueError("head.kind oracle decodes the oracle backbone's features only; use --backbone oracle")
         if self.kind == "segmentation":
-            out = x[:, : self.channels]
+            out = x[:, : self.channels].masked_fill(self.unseen[None, :, None, None], -1.0)
         elif self.kind == "depth":
             out = x[:, DEPTH_CH : DEPTH_CH + 1]
         else:

@@ -203,6 +203,7 @@ class UnedDataset:
             "id": self._paths[index],
             "image": read_rgb(path),
             "label": int(self.label_sets[index][0]),
+            "label_set": np.asarray(self.label_sets[index], dtype=np.int64),
             "domain": domain,
         }
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -81,7 +81,9 @@ class DenseTask(Task):
         if cfg.kind == "oracle":
             from tips_bench.backbones.oracle import OracleHead
 
-            return OracleHead(self.kind, self.out_channels(ctx))
+            classes = _train_classes(ctx.entries["train"], self.d.p("ignore_index", 255)) \
+                if self.kind == "segmentation" else None
+            return OracleHead(self.kind, self.out_channels(ctx), classes)
         entry = ctx.entries["train"]
         dims = [entry.item_shape(n)[0] if not entry.is_ragged(n) else entry.item_shapes(n)[0][1] for n in layers]
         own = cfg.cls == "own"
@@ -136,7 +138,7 @@ class DenseTask(Task):
         probe = spec.probe
         own = spec.head.cls == "own"
         if spec.mode == "faithful":
-            from tips_bench.augment import faithful_stream
+            from tips_bench.faithful import faithful_stream
 
             stream, total = faithful_stream(self, ctx, layers, cls_names)
             schedule = Schedule(epochs=1, lr=probe.lr, weight_decay=probe.weight_decay,
@@ -173,6 +175,15 @@ class DenseTask(Task):
 # ------------------------------------------------------------------------------------------------
 
 
+def _train_classes(entry: CacheEntry, ignore: int) -> list[int]:
+    """Every label present in a training entry's segmentation targets."""
+    seen: set[int] = set()
+    for batch in entry.iter_batches(["seg"], 16):
+        for seg in batch["seg"]:
+            seen.update(int(c) for c in np.unique(seg) if c != ignore)
+    return sorted(seen)
+
+
 def _view(value: Any, i: int, v: int, ragged: bool) -> np.ndarray:
     return value[i][v] if ragged else value[i]
 
@@ -184,19 +195,25 @@ def _boxes_of(batch: dict[str, Any], i: int) -> np.ndarray:
 
 def view_batches(entry: CacheEntry, layers: list[str], cls_names: list[str], targets: tuple[str, ...],
                  batch_size: int, seed: int | None) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of training views of equal size from a cache entry (see :func:`group_views`)."""
+    names = [*layers, *cls_names, *targets, "boxes"]
+    yield from group_views(entry.iter_batches(names, batch_size, seed=seed), layers, cls_names, targets, batch_size)
+
+
+def group_views(batches: Iterable[dict[str, Any]], layers: list[str], cls_names: list[str],
+                targets: tuple[str, ...], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """Batches of training views of equal size: features of each layer (B, D, h, w), CLS tokens (B, D) and
     targets cropped from the image resized to the frame (B, h_view, w_view[, C]).
 
-    Views are grouped by size and a batch is emitted as soon as ``batch_size`` views of one size are
-    collected; the remainders are emitted at the end, so one pass yields :func:`steps_per_epoch` batches.
+    ``batches`` hold images (ragged arrays as lists of per-image (views, ...) arrays). Views are grouped by size
+    and a batch is emitted as soon as ``batch_size`` views of one size are collected; the remainders are
+    emitted at the end, so one pass over an entry yields :func:`steps_per_epoch` batches.
     """
-    names = [*layers, *cls_names, *targets, "boxes"]
-    ragged = {n: entry.is_ragged(n) for n in names}
     buffers: dict[tuple[int, int], list[dict[str, np.ndarray]]] = defaultdict(list)
-    for batch in entry.iter_batches(names, batch_size, seed=seed):
+    for batch in batches:
         for i in range(len(batch["boxes"])):
             for v, (y0, x0, y1, x1) in enumerate(_boxes_of(batch, i)):
-                item = {n: _view(batch[n], i, v, ragged[n]) for n in (*layers, *cls_names)}
+                item = {n: _view(batch[n], i, v, isinstance(batch[n], list)) for n in (*layers, *cls_names)}
                 for t in targets:
                     item[t] = np.ascontiguousarray(batch[t][i][y0:y1, x0:x1])
                 key = (int(y1 - y0), int(x1 - x0))
