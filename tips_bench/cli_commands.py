@@ -95,6 +95,14 @@ def _runner(args: argparse.Namespace):
     return Runner(store=_store(args.results), cache=FeatureCache(args.cache_dir))
 
 
+def _download_if_asked(args: argparse.Namespace, backbones: list[tuple[str, bool]]) -> None:
+    """``--download``: fetch the missing checkpoint files of these backbones before anything runs."""
+    if args.download:
+        from tips_bench.download import ensure_backbones
+
+        ensure_backbones(backbones, checkpoint=args.checkpoint, progress=not args.no_progress)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from tips_bench import suite
     from tips_bench.runner import run_grid
@@ -108,6 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"tips-bench: running the built-in synthetic suite '{args.suite}' ({len(tasks)} tasks) on the "
               "no-download baselines pixels and tips_s14+random; see 'tips-bench run --help' for real backbones")
     runner = _runner(args)
+    _download_if_asked(args, backbones)
     rows = run_grid(backbones, tasks, _seeds(args), _run_options(args), runner)
     if not rows:
         raise TipsBenchError("no task could run on these backbones; see the messages above")
