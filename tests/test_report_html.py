@@ -120,8 +120,9 @@ def test_save_and_load_examples(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the page
 
 
-@pytest.fixture()
-def page(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp_path = tmp_path_factory.mktemp("page")
     results = tmp_path / "runs.jsonl"
     rows = [
         row("tips_g14", "voc_seg", "mIoU", 83.0, seed=0), row("tips_g14", "voc_seg", "mIoU", 83.8, seed=1),
@@ -189,3 +190,36 @@ def test_page_renders_in_headless_chromium(page: Path, tmp_path: Path) -> None:
     assert len(colours) > 200  # text, charts and example images, not a flat page
     dom = _headless(browser, tmp_path, "--dump-dom", page.as_uri()).stdout
     assert ">83.4<" in dom and ">83.1<" in dom and ">+0.3<" in dom and "voc_seg" in dom and "tips_g14" in dom
+
+
+def test_cli_report_html_and_export_after_a_real_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    import pandas as pd
+
+    from tips_bench.cli import main
+
+    results = tmp_path / "runs.jsonl"
+    monkeypatch.setenv("TIPS_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TIPS_BENCH_RESULTS", str(results))
+    assert main(["run", "--backbone", "pixels", "--task", "toy_seg,toy_knn", "--limit", "8", "--set", "resolution=28",
+                 "--set", "probe.epochs=1", "--no-progress"]) == 0
+    seg_run = next(r.run_id for r in ResultsStore(results).rows() if r.task == "toy_seg")
+    save_examples(results, seg_run, "pixels", "toy_seg", synthetic_examples("segmentation"))  # as the task will
+    capsys.readouterr()
+    assert main(["report", "--html", str(tmp_path / "html"), "--format", "markdown"]) == 0
+    assert f"wrote {tmp_path / 'html' / 'index.html'}" in capsys.readouterr().out
+    text = (tmp_path / "html" / "index.html").read_text()
+    assert "toy_seg (smoke)" in text and "toy_knn (smoke)" in text and text.count("data:image/png") == 8
+    assert f"run {seg_run[:8]}" in text
+
+    assert main(["export", "--parquet", str(tmp_path / "board.parquet")]) == 0
+    board = pd.read_parquet(tmp_path / "board.parquet")
+    assert set(board["task"]) == {"toy_seg (smoke)", "toy_knn (smoke)"} and (board["n_seeds"] == 1).all()
+    assert main(["export", "--out", str(tmp_path / "board.csv"), "--task", "toy_knn"]) == 0
+    assert set(pd.read_csv(tmp_path / "board.csv")["task"]) == {"toy_knn (smoke)"}
+    capsys.readouterr()
+    assert main(["export", "--out", str(tmp_path / "board.xlsx")]) == 2
+    err = capsys.readouterr().err
+    assert "name it .csv or .parquet" in err and err.count("\n") == 1 and not (tmp_path / "board.xlsx").exists()
+    assert main(["report", "--html", str(tmp_path / "h2"), "--results", str(tmp_path / "none.jsonl")]) == 2
+    assert "no results in" in capsys.readouterr().err and not (tmp_path / "h2").exists()

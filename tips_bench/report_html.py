@@ -197,8 +197,9 @@ def _examples_panel(backbone: str, run_id: str, examples: list[Example]) -> str:
     for ex, pca in zip(examples, pcas, strict=True):
         target, prediction = _render_pair(ex, n_classes)
         h, w = ex.image.shape[:2]
-        cells = [ex.image, target, prediction, colorize.upscale(pca, h, w) if pca is not None else None]
-        lines.append("<tr>" + "".join(f"<td>{_img(c)}</td>" for c in cells) + "</tr>")
+        cells = [_img(ex.image, smooth=True), _img(target), _img(prediction),
+                 _img(colorize.upscale(pca, h, w)) if pca is not None else _img(None)]
+        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     kind = examples[0].kind
     return (f'<div class="panel"><b>{_e(backbone)}</b> <span class="meta">{_e(kind)}, run {_e(run_id[:8])}, '
             f"{len(examples)} fixed examples</span><table><tr>{head}</tr>{''.join(lines)}</table></div>")
@@ -232,13 +233,18 @@ def _render_pair(ex: Example, n_classes: int | None) -> tuple[np.ndarray, np.nda
     return colorize.normal_colors(ex.target), colorize.normal_colors(ex.prediction)
 
 
-def _img(rgb: np.ndarray | None) -> str:
+def _img(rgb: np.ndarray | None, smooth: bool = False) -> str:
+    """An <img> with the picture inlined as a PNG data URI, shrunk to at most 2x the displayed width."""
     if rgb is None:
         return '<span class="note">–</span>'
     from PIL import Image
 
+    picture = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+    if picture.width > 2 * THUMB:
+        height = max(1, round(picture.height * 2 * THUMB / picture.width))
+        picture = picture.resize((2 * THUMB, height), Image.Resampling.LANCZOS if smooth else Image.Resampling.NEAREST)
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, format="PNG", optimize=True)
+    picture.save(buf, format="PNG", optimize=True)
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return f'<img alt="" width="{THUMB}" src="data:image/png;base64,{data}">'
 
