@@ -254,7 +254,7 @@ def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
 # ---------------------------------------------------------------- fetching
 
 
-def ensure_files(spec: BackboneSpec, dir: str | Path | None = None, offline: bool = False,  # noqa: A002
+def ensure_files(spec: BackboneSpec, dir: str | Path | None = None, offline: bool = False,
                  progress: bool = True, checkpoint: str | Path | None = None) -> dict[str, Path]:
     """The path of every checkpoint role of ``spec``, downloading the ones found nowhere into ``dir``.
 
@@ -278,7 +278,7 @@ def ensure_files(spec: BackboneSpec, dir: str | Path | None = None, offline: boo
     return {**found, **report.paths}
 
 
-def fetch_backbone(spec: BackboneSpec, dir: str | Path | None = None, offline: bool = False,  # noqa: A002
+def fetch_backbone(spec: BackboneSpec, dir: str | Path | None = None, offline: bool = False,
                    progress: bool = True, verify: bool = False, roles: list[str] | None = None,
                    endpoint: str | None = None) -> FetchReport:
     """Download the missing files of ``spec`` into ``dir`` (``tips-bench fetch``); with ``verify``, re-hash

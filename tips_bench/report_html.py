@@ -27,7 +27,7 @@ from tips_bench.report import Rows, as_frame, bar_chart, comparison_frame, decim
 DENSE_TYPES = frozenset({"segmentation", "depth", "normals", "zeroshot_segmentation"})
 PANEL_COLUMNS = ("input", "ground truth", "prediction", "PCA of patch features")
 MAX_EXAMPLES = 4
-THUMB = 160  # px: displayed width of every panel image
+THUMB = 128  # px: displayed width of every panel image
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px auto;max-width:1200px;
@@ -41,9 +41,10 @@ table.cmp{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
 .mode{display:inline-block;padding:0 6px;border-radius:8px;font-size:12px;background:#e8f0fe;color:#174ea6}
 .mode.faithful{background:#e6f4ea;color:#137333}.charts{display:flex;flex-wrap:wrap;gap:12px}
 .chart{border:1px solid #eceff2;border-radius:6px;padding:4px}.chart svg{display:block;height:auto;max-width:100%}
-.panel{border:1px solid #eceff2;border-radius:6px;padding:8px 10px;margin:10px 0}
+.panels{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
+.panel{border:1px solid #eceff2;border-radius:6px;padding:8px 10px}
 .panel table td,.panel table th{padding:2px;font-size:12px;font-weight:normal;color:#5b6670;text-align:center}
-.panel img{width:160px;image-rendering:pixelated;display:block}.note{color:#8a949e;font-style:italic}
+.panel img{width:128px;image-rendering:pixelated;display:block}.note{color:#8a949e;font-style:italic}
 """
 
 
@@ -161,9 +162,8 @@ def dense_html(frame: pd.DataFrame, results_path: str | os.PathLike[str] | None)
         return ""
     parts = ["<h2>Dense predictions</h2>"]
     for task, rows in dense.groupby("task", sort=True):
-        parts.append(f"<h3>{_e(task)}</h3>")
-        for backbone, runs in rows.groupby("backbone", sort=True):
-            parts.append(panel_html(str(backbone), runs, results_path))
+        panels = [panel_html(str(backbone), runs, results_path) for backbone, runs in rows.groupby("backbone")]
+        parts.append(f'<h3>{_e(task)}</h3><div class="panels">{"".join(panels)}</div>')
     return "\n".join(parts)
 
 
