@@ -270,11 +270,12 @@ def test_cli_fetch_then_features_and_run_download(server, tmp_path, monkeypatch,
 
     shutil.rmtree(tmp_path / "ckpt")
     gets = len(server.gets())
-    assert main(["run", "--backbone", "loop_tips", "--download", "--task", "toy_knn", "--limit", "8", "--set",
-                 "resolution=28", "--no-progress"]) == 0
-    assert len(server.gets()) == gets + 3 and (tmp_path / "ckpt" / "v.npz").exists()
+    (tmp_path / "given").mkdir()
+    assert main(["run", "--backbone", "loop_tips", "--download", "--checkpoint", str(tmp_path / "given"), "--task",
+                 "toy_knn", "--limit", "8", "--set", "resolution=28", "--no-progress"]) == 0
+    assert len(server.gets()) == gets + 3 and (tmp_path / "given" / "v.npz").exists()
+    assert not (tmp_path / "ckpt").exists()  # --checkpoint DIR is searched first, so the files go there
 
-    shutil.rmtree(tmp_path / "ckpt")
     capsys.readouterr()
     server.missing.add("/tips/tips_fixture_mlp_text.npz")
     assert main(["fetch", "loop_tips", "--no-progress"]) == 2
