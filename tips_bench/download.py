@@ -1,19 +1,11 @@
 """Fetch a backbone's official checkpoint files into a checkpoint folder, verified by sha256.
 
-Each URL in a definition's ``checkpoint: urls`` is one of:
-
-- ``https://huggingface.co/<repo>/resolve/<revision>/<path>``: one file, fetched with
-  ``huggingface_hub.hf_hub_download`` (endpoint from ``endpoint=`` or ``$HF_ENDPOINT``);
-- ``https://huggingface.co/<repo>/tree/<revision>[/<folder>] (a, b, c)``: a folder of the listed
-  files (all files of the folder when no list is given), saved as the role's folder name;
-- any other http(s) URL: one file, fetched with resumable Range requests; a URL ending in ``/``
-  names a folder, and the file is the definition's file name inside it (or the listed files).
-
-Bytes are collected under a temporary name (``<file>.part``, or a staging folder for folders and
-hub files), checked against the sha256 in the definition (``checkpoint: sha256: {role: hex}``),
-else the one recorded on the first download (``<folder>/.tips-bench-sha256.json``), else the
-hub's LFS hash, and only then moved to the final name. ``--offline``, ``$TIPS_BENCH_OFFLINE=1``
-and ``$HF_HUB_OFFLINE=1`` forbid the network.
+What to fetch comes from `tips_bench.download_sources`; hub files go through `tips_bench.hub_download`
+(huggingface_hub), other URLs through `tips_bench.http_download` (resumable Range requests). Bytes are
+collected under a temporary name (``<file>.part``, or a staging folder for folders), checked against the
+sha256 in the definition (``checkpoint: sha256: {role: hex}``), else the one recorded on the first
+download (``<folder>/.tips-bench-sha256.json``), else the hub's own sha256, and only then moved to the
+final name. ``--offline``, ``$TIPS_BENCH_OFFLINE=1`` and ``$HF_HUB_OFFLINE=1`` forbid the network.
 """
 
 from __future__ import annotations
@@ -22,12 +14,8 @@ import contextlib
 import hashlib
 import json
 import os
-import re
-import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from filelock import FileLock
 from tqdm import tqdm
@@ -35,47 +23,17 @@ from tqdm import tqdm
 from tips_bench.atomic import atomic_path
 from tips_bench.backbones.checkpoints import CheckpointFiles, config_path, configured_dirs
 from tips_bench.backbones.spec import BackboneSpec
-from tips_bench.errors import CheckpointError, TipsBenchError
+from tips_bench.download_sources import HubRef, RemoteFile, Source, is_generic, sources
+from tips_bench.errors import CheckpointError
 from tips_bench.http_download import download_to_part, part_path
+from tips_bench.hub_download import hub_download_to, hub_endpoint, hub_listing, hub_sha256
 
 SHA_FILE = ".tips-bench-sha256.json"
 STAGING = ".tips-bench-partial"
 OFFLINE_ENV = ("TIPS_BENCH_OFFLINE", "HF_HUB_OFFLINE")
-HF_HOSTS = frozenset({"huggingface.co", "www.huggingface.co", "hf.co"})
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_LISTED = re.compile(r"^(?P<url>\S+)\s*(?:\((?P<list>[^()]*)\))?\s*$")
 
-
-@dataclass(frozen=True)
-class HubRef:
-    """A path in a Hugging Face hub repository."""
-
-    repo_id: str
-    repo_type: str
-    revision: str
-    path: str
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file to fetch: where it goes under the checkpoint folder and where it comes from."""
-
-    relpath: str
-    url: str
-    hub: HubRef | None = None
-    sha256: str | None = None
-
-
-@dataclass(frozen=True)
-class Source:
-    """The file or folder of one role (``vision``, ``text``, ``tokenizer``, ``model``)."""
-
-    role: str
-    name: str
-    url: str
-    folder: bool
-    files: tuple[RemoteFile, ...]
-    listing: HubRef | None = None  # a hub folder whose files are listed at fetch time
+__all__ = ["SHA_FILE", "STAGING", "ChecksumBook", "FetchReport", "FileReport", "ensure_backbones", "ensure_files",
+           "fetch_backbone", "is_generic", "offline_requested", "sha256_of", "sources", "target_dir"]
 
 
 @dataclass
@@ -98,89 +56,6 @@ class FetchReport:
     folder: Path
     files: list[FileReport] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------- what to fetch
-
-
-def is_generic(spec: BackboneSpec) -> bool:
-    """True for loaders of any checkpoint of a family (``tips``, ``openclip``): no single official file."""
-    return any(value is None for value in spec.architecture.values())
-
-
-def sources(spec: BackboneSpec) -> list[Source]:
-    """The download sources of every role in a definition; CheckpointError when one cannot be fetched."""
-    if is_generic(spec):
-        raise CheckpointError(
-            f"{spec.name} loads any checkpoint of its family, so it has no official file to fetch; fetch a named "
-            f"variant (see 'tips-bench backbones') or download the file yourself and pass --checkpoint"
-        )
-    declared = (spec.raw.get("checkpoint") or {}).get("sha256") or {}
-    return [_source(spec, role, name, declared.get(role)) for role, name in spec.checkpoint_files.items()]
-
-
-def _source(spec: BackboneSpec, role: str, name: str, declared) -> Source:
-    text = (spec.checkpoint_urls.get(role) or "").strip()
-    match = _LISTED.match(text)
-    if not text or not match or not urlsplit(match["url"]).scheme:
-        raise CheckpointError(f"{spec.name} gives no download URL for its {role} file {name} ({text or 'none'}); "
-                              f"download it yourself and pass --checkpoint")
-    url, listed = match["url"], match["list"]
-    members = tuple(m.strip() for m in (listed or "").split(",") if m.strip())
-    if listed is not None and (not members or any(" " in m or m in (".", "..") for m in members)):
-        raise CheckpointError(f"{spec.name}: the {role} URL '{text}' does not name files to fetch; "
-                              f"download them yourself and pass --checkpoint")
-    sha = _declared_hashes(spec, role, declared, members)
-    host = urlsplit(url).hostname or ""
-    if host in HF_HOSTS:
-        return _hub_source(spec, role, name, url, members, sha)
-    if url.endswith("/"):
-        if members:
-            files = tuple(RemoteFile(f"{name}/{m}", url + m, sha256=sha.get(m)) for m in members)
-            return Source(role, name, url, True, files)
-        return Source(role, name, url, False, (RemoteFile(name, url + name, sha256=sha.get("")),))
-    if members:
-        raise CheckpointError(f"{spec.name}: the {role} URL {url} lists files but is not a folder (end it with '/')")
-    return Source(role, name, url, False, (RemoteFile(name, url, sha256=sha.get("")),))
-
-
-def _declared_hashes(spec: BackboneSpec, role: str, declared, members: tuple[str, ...]) -> dict[str, str]:
-    """Definition hashes: '' -> hex for a file, member -> hex for a folder."""
-    if declared is None:
-        return {}
-    table = declared if isinstance(declared, dict) else {"": declared}
-    out = {}
-    for key, value in table.items():
-        hex_ = str(value).strip().lower()
-        if not _SHA256.fullmatch(hex_):
-            raise CheckpointError(f"{spec.path or spec.name}: checkpoint sha256 of {role} '{value}' is not 64 hex "
-                                  f"digits; fix the definition")
-        out[str(key) if isinstance(declared, dict) else ""] = hex_
-    if members and "" in out:
-        raise CheckpointError(f"{spec.path or spec.name}: the {role} role is a folder; give its sha256 per file")
-    return out
-
-
-def _hub_source(spec: BackboneSpec, role: str, name: str, url: str, members: tuple[str, ...],
-                sha: dict[str, str]) -> Source:
-    parts = [p for p in urlsplit(url).path.split("/") if p]
-    repo_type = "model"
-    if parts and parts[0] in ("datasets", "spaces"):
-        repo_type, parts = parts[0][:-1], parts[1:]
-    if len(parts) < 4 or parts[2] not in ("resolve", "blob", "tree"):
-        raise CheckpointError(f"{spec.name}: the {role} URL {url} names no file of a hub repository "
-                              f"(expected huggingface.co/<org>/<repo>/resolve/<revision>/<file>); "
-                              f"download it yourself and pass --checkpoint")
-    repo_id, action, revision, path = "/".join(parts[:2]), parts[2], parts[3], "/".join(parts[4:])
-    if action in ("resolve", "blob") and not members:
-        return Source(role, name, url, False,
-                      (RemoteFile(name, url, HubRef(repo_id, repo_type, revision, path), sha.get("")),))
-    prefix = f"{path}/" if path else ""
-    if members:
-        files = tuple(RemoteFile(f"{name}/{m}", f"{url.rstrip('/')}/{m}",
-                                 HubRef(repo_id, repo_type, revision, prefix + m), sha.get(m)) for m in members)
-        return Source(role, name, url, True, files)
-    return Source(role, name, url, True, (), listing=HubRef(repo_id, repo_type, revision, path))
 
 
 # ---------------------------------------------------------------- where, and whether the network may be used
@@ -446,117 +321,6 @@ def _remove_empty(path: Path) -> None:
         path.rmdir()
 
 
-# ---------------------------------------------------------------- Hugging Face hub
-
-
-def hub_endpoint(endpoint: str | None = None) -> str:
-    """``endpoint``, else ``$HF_ENDPOINT``, else https://huggingface.co (read at call time, not import time)."""
-    return (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-
-
-def _download_hub(remote: RemoteFile, dest: Path, book: ChecksumBook, progress: bool, endpoint: str | None,
-                  expected: Expected) -> FileReport:
-    """One hub file via hf_hub_download into a private staging folder, verified, then moved to ``dest``."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
-
-    hub, base = remote.hub, hub_endpoint(endpoint)
-    assert hub is not None
-    with _hub_errors(remote, base):
-        meta = get_hf_file_metadata(hf_hub_url(hub.repo_id, hub.path, repo_type=hub.repo_type,
-                                               revision=hub.revision, endpoint=base), endpoint=base)
-    if expected.sha256 is None and meta.etag and _SHA256.fullmatch(meta.etag):
-        expected = Expected(meta.etag, "hub", f"the hub lists for {hub.repo_id}")
-    staging = dest.parent / f".{dest.name}.hub"
-    part = part_path(dest)
-    try:
-        with _hub_errors(remote, base):
-            got = Path(hf_hub_download(hub.repo_id, hub.path, repo_type=hub.repo_type, revision=hub.revision,
-                                       local_dir=staging, endpoint=base, tqdm_class=tqdm if progress else _Quiet))
-        os.replace(got, part)
-        digest, size = sha256_of(part), part.stat().st_size
-        _accept(part, dest, digest, size, expected, remote, book)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        part.unlink(missing_ok=True)
-    return FileReport(remote.relpath, "downloaded", size, digest, size)
-
-
-def _list_hub_folder(source: Source, endpoint: str | None) -> tuple[RemoteFile, ...]:
-    """The files of a hub folder URL that lists none (``.../tree/main/sub``)."""
-    from huggingface_hub import HfApi
-
-    hub, base = source.listing, hub_endpoint(endpoint)
-    assert hub is not None
-    with _hub_errors(RemoteFile(source.name, source.url), base):
-        names = HfApi(endpoint=base).list_repo_files(hub.repo_id, repo_type=hub.repo_type, revision=hub.revision)
-    prefix = f"{hub.path}/" if hub.path else ""
-    files = tuple(
-        RemoteFile(f"{source.name}/{n[len(prefix):]}", f"{source.url.rstrip('/')}/{n[len(prefix):]}",
-                   HubRef(hub.repo_id, hub.repo_type, hub.revision, n))
-        for n in sorted(names) if n.startswith(prefix) and not n.endswith(".gitattributes")
-    )
-    if not files:
-        raise CheckpointError(f"the hub folder {source.url} has no files; check the URL in the definition")
-    return files
-
-
-class _Quiet(tqdm):
-    """tqdm that never draws (``progress=False`` for huggingface_hub)."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs["disable"] = True
-        super().__init__(*args, **kwargs)
-
-
-_NETWORK_MODULES = ("httpx", "httpx2", "requests", "urllib3", "httpcore")
-
-
-@contextlib.contextmanager
-def _hub_errors(remote: RemoteFile, base: str) -> Iterator[None]:
-    """Turn huggingface_hub's exceptions into one sentence."""
-    from huggingface_hub import errors as hf_errors
-
-    what = f"{remote.relpath} ({remote.url})"
-    try:
-        yield
-    except TipsBenchError:
-        raise
-    except hf_errors.GatedRepoError:
-        raise CheckpointError(f"the hub repository of {what} is gated; accept its licence on the hub, log in with "
-                              f"'hf auth login' and fetch again") from None
-    except hf_errors.RepositoryNotFoundError:
-        raise CheckpointError(f"the hub at {base} has no repository for {what} (or it is private); check the URL "
-                              f"in the definition") from None
-    except hf_errors.RevisionNotFoundError:
-        raise CheckpointError(f"the hub at {base} has no such revision for {what}; check the URL in the "
-                              f"definition") from None
-    except hf_errors.EntryNotFoundError:
-        raise CheckpointError(f"the hub at {base} answered 404 Not Found for {what}; check the URL in the "
-                              f"definition (tips-bench backbones -v)") from None
-    except hf_errors.OfflineModeIsEnabled:
-        raise CheckpointError(f"{what} is missing and huggingface_hub is in offline mode ($HF_HUB_OFFLINE); "
-                              f"allow the network or place the file yourself") from None
-    except hf_errors.LocalEntryNotFoundError as exc:
-        raise CheckpointError(f"could not download {what}: no connection to {base} ({_short(exc)}); check the "
-                              f"network, or use --offline with the files already in place") from None
-    except hf_errors.HfHubHTTPError as exc:
-        status = getattr(getattr(exc, "response", None), "status_code", "an error")
-        raise CheckpointError(f"the hub at {base} answered {status} for {what}; try again later") from None
-    except Exception as exc:  # the HTTP client's own errors (httpx or requests, by hub version)
-        if type(exc).__module__.split(".")[0] not in _NETWORK_MODULES and not isinstance(exc, OSError):
-            raise
-        if isinstance(exc, ConnectionError) or "Connect" in type(exc).__name__:
-            raise CheckpointError(f"could not download {what}: no connection to {base} ({_short(exc)}); check the "
-                                  f"network, or use --offline with the files already in place") from None
-        raise CheckpointError(f"the download of {what} from {base} failed ({_short(exc)}); run the same command "
-                              f"again") from None
-
-
-def _short(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:200]
-
-
 def ensure_backbones(backbones: list[tuple[str, bool]], checkpoint: str | Path | None = None,
                      progress: bool = True) -> None:
     """``--download`` for ``run``: fetch the missing files of every (name, random_init) that needs weights.
@@ -569,3 +333,36 @@ def ensure_backbones(backbones: list[tuple[str, bool]], checkpoint: str | Path |
     for name, random_init in dict.fromkeys(backbones):
         if not random_init:
             ensure_files(get_backbone_spec(name), dir=folder, progress=progress, checkpoint=checkpoint)
+
+
+# ---------------------------------------------------------------- Hugging Face hub
+
+
+def _download_hub(remote: RemoteFile, dest: Path, book: ChecksumBook, progress: bool, endpoint: str | None,
+                  expected: Expected) -> FileReport:
+    """One hub file, checked against the definition, the record or the hub's own sha256, then moved to ``dest``."""
+    assert remote.hub is not None
+    base, what = hub_endpoint(endpoint), f"{remote.relpath} ({remote.url})"
+    hub_hash = hub_sha256(remote.hub, what, base)
+    if expected.sha256 is None and hub_hash is not None:
+        expected = Expected(hub_hash, "hub", f"the hub lists for {remote.hub.repo_id}")
+    part = part_path(dest)
+    try:
+        hub_download_to(remote.hub, what, part, base, progress)
+        digest, size = sha256_of(part), part.stat().st_size
+        _accept(part, dest, digest, size, expected, remote, book)
+    finally:
+        part.unlink(missing_ok=True)
+    return FileReport(remote.relpath, "downloaded", size, digest, size)
+
+
+def _list_hub_folder(source: Source, endpoint: str | None) -> tuple[RemoteFile, ...]:
+    """The files of a hub folder URL that lists none (``.../tree/main/sub``)."""
+    hub = source.listing
+    assert hub is not None
+    names = hub_listing(hub, f"{source.name} ({source.url})", hub_endpoint(endpoint))
+    if not names:
+        raise CheckpointError(f"the hub folder {source.url} has no files; check the URL in the definition")
+    prefix = f"{hub.path}/" if hub.path else ""
+    return tuple(RemoteFile(f"{source.name}/{n}", f"{source.url.rstrip('/')}/{n}",
+                            HubRef(hub.repo_id, hub.repo_type, hub.revision, prefix + n)) for n in names)

@@ -407,8 +407,8 @@ def export_leaderboard(
     paper: Iterable[dict[str, Any]] | None = None,
     fmt: str | None = None,
 ) -> Path:
-    """Write the leaderboard (`leaderboard_frame`) as CSV or Parquet (``fmt``, else the suffix; default CSV for
-    unknown suffixes only when ``fmt`` says so). The file is replaced atomically."""
+    """Write the leaderboard (`leaderboard_frame`) as CSV or Parquet: ``fmt`` when given, else from the suffix
+    (.csv, .parquet, .pq). The file is replaced atomically; nothing is written on any error."""
     kind = export_format(path, fmt)
     board = leaderboard_frame(rows, paper)
     path = Path(path)

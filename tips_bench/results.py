@@ -361,11 +361,12 @@ def rows_frame(rows: Iterable[ResultRow]) -> pd.DataFrame:
 
 def frame_rows(frame: pd.DataFrame) -> list[ResultRow]:
     """ResultRows back from a frame made by `rows_frame` (extra columns are ignored)."""
+    import pandas as pd
+
     names = [f.name for f in dataclasses.fields(ResultRow)]
     out = []
     for record in frame[names].to_dict("records"):
-        if record["limit"] is None or record["limit"] != record["limit"] or str(record["limit"]) == "<NA>":
-            record["limit"] = None
+        record["limit"] = None if pd.isna(record["limit"]) else int(record["limit"])
         out.append(ResultRow.from_dict(record))
     return out
 
