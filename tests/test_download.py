@@ -170,6 +170,17 @@ def test_hub_files_and_listed_folder_via_huggingface_hub(server, tmp_path, monke
         SHA_FILE, f"{SHA_FILE}.lock", "open_clip_model.safetensors", "tokenizer"]
 
 
+def test_timm_style_hub_names(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    server.add_hub_file("timm/vit_loop", "open_clip_model.safetensors", PAYLOAD)
+    server.add_hub_file("timm/vit_loop", "weights/v2.bin", PAYLOAD[:1000])
+    spec = spec_for({"model": "hf-hub:timm/vit_loop", "vision": "hf-hub:timm/vit_loop@main/weights/v2.bin"},
+                    {"model": "open_clip_model.safetensors", "vision": "v2.bin"})
+    fetch_backbone(spec, dir=tmp_path, progress=False)
+    assert (tmp_path / "open_clip_model.safetensors").read_bytes() == PAYLOAD
+    assert (tmp_path / "v2.bin").read_bytes() == PAYLOAD[:1000]
+
+
 def test_hub_errors_are_one_sentence(server, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     server.add_hub_file("org/loop", "model.safetensors", PAYLOAD)

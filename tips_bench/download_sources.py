@@ -5,6 +5,8 @@ Each URL is one of:
 - ``https://huggingface.co/<repo>/resolve/<revision>/<path>``: one file on the Hugging Face hub;
 - ``https://huggingface.co/<repo>/tree/<revision>[/<folder>] (a, b, c)``: a folder of the listed files
   (all files of the hub folder when no list is given), saved under the role's folder name;
+- ``hf-hub:<org>/<repo>[@<revision>][/<path>]`` (the timm / open_clip way of naming a hub release):
+  ``<path>`` in that repository, by default the definition's file name;
 - any other http(s) URL: one file; a URL ending in ``/`` names a folder, and the file is the
   definition's file name inside it (or the listed files).
 """
@@ -83,6 +85,8 @@ def _source(spec: BackboneSpec, role: str, name: str, declared) -> Source:
         raise CheckpointError(f"{spec.name}: the {role} URL '{text}' does not name files to fetch; "
                               f"download them yourself and pass --checkpoint")
     sha = _declared_hashes(spec, role, declared, members)
+    if url.startswith("hf-hub:"):
+        return _timm_hub_source(spec, role, name, url, members, sha)
     host = urlsplit(url).hostname or ""
     if host in HF_HOSTS:
         return _hub_source(spec, role, name, url, members, sha)
@@ -133,3 +137,23 @@ def _hub_source(spec: BackboneSpec, role: str, name: str, url: str, members: tup
                                  HubRef(repo_id, repo_type, revision, prefix + m), sha.get(m)) for m in members)
         return Source(role, name, url, True, files)
     return Source(role, name, url, True, (), listing=HubRef(repo_id, repo_type, revision, path))
+
+
+def _timm_hub_source(spec: BackboneSpec, role: str, name: str, url: str, members: tuple[str, ...],
+                     sha: dict[str, str]) -> Source:
+    """``hf-hub:org/repo[@rev][/path]`` as a hub file (or, with a list, a folder of listed files)."""
+    parts = url[len("hf-hub:"):].strip("/").split("/")
+    if len(parts) < 2 or not all(parts[:2]):
+        raise CheckpointError(f"{spec.name}: the {role} URL {url} is not hf-hub:<org>/<repo>[/<file>]")
+    repo, _, revision = parts[1].partition("@")
+    repo_id, path = f"{parts[0]}/{repo}", "/".join(parts[2:])
+    web = f"https://huggingface.co/{repo_id}/resolve/{revision or 'main'}/"
+    if members:
+        prefix = f"{path}/" if path else ""
+        files = tuple(RemoteFile(f"{name}/{m}", web + prefix + m, HubRef(repo_id, "model", revision or "main",
+                                                                         prefix + m), sha.get(m)) for m in members)
+        return Source(role, name, url, True, files)
+    target = path or name
+    return Source(role, name, url, False,
+                  (RemoteFile(name, web + target, HubRef(repo_id, "model", revision or "main", target),
+                              sha.get("")),))
