@@ -8,9 +8,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tips_bench import report
+from tips_bench.errors import TipsBenchError
 from tips_bench.report import (
     comparison_table,
     export_leaderboard,
@@ -184,28 +186,47 @@ def test_export_leaderboard(rows: list[ResultRow], tmp_path: Path) -> None:
 def test_export_is_atomic(rows: list[ResultRow], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "leaderboard.csv"
     path.write_text("old content\n")
-    real_writer = csv.DictWriter
+    real_to_csv = pd.DataFrame.to_csv
 
-    class FailingWriter(csv.DictWriter):
-        calls = 0
+    def failing_to_csv(self, buf, **kwargs):
+        buf.write("backbone,task\nhalf a li")  # part of the file is written, then the disk fails
+        raise RuntimeError("disk on fire")
 
-        def writerow(self, rowdict):
-            FailingWriter.calls += 1
-            if FailingWriter.calls == 3:  # header, first record, then fail mid-file
-                raise RuntimeError("disk on fire")
-            return super().writerow(rowdict)
-
-    monkeypatch.setattr(report.csv, "DictWriter", FailingWriter)
+    monkeypatch.setattr(pd.DataFrame, "to_csv", failing_to_csv)
     with pytest.raises(RuntimeError, match="disk on fire"):
         export_leaderboard(rows, path, paper=PAPER)
     assert path.read_text() == "old content\n"
     assert [p.name for p in tmp_path.iterdir()] == ["leaderboard.csv"]
+    monkeypatch.setattr(pd.DataFrame, "to_csv", real_to_csv)
     monkeypatch.setattr(report.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("replace failed")))
-    monkeypatch.setattr(report.csv, "DictWriter", real_writer)
     with pytest.raises(OSError, match="replace failed"):
         export_leaderboard(rows, path, paper=PAPER)
     assert path.read_text() == "old content\n"
     assert [p.name for p in tmp_path.iterdir()] == ["leaderboard.csv"]
+
+
+def test_export_parquet_round_trips(rows: list[ResultRow], tmp_path: Path) -> None:
+    csv_path = export_leaderboard(rows, tmp_path / "board.csv", paper=PAPER)
+    pq_path = export_leaderboard(rows, tmp_path / "board.parquet", paper=PAPER)
+    from_csv, from_pq = pd.read_csv(csv_path), pd.read_parquet(pq_path)
+    assert list(from_pq.columns) == list(report.LEADERBOARD_COLUMNS) == list(from_csv.columns)
+    assert from_pq["mean"].tolist() == pytest.approx(from_csv["mean"].tolist())
+    seg = from_pq[(from_pq.backbone == "tips_g14") & (from_pq.task == "voc_seg")].iloc[0]
+    assert seg["n_seeds"] == 2 and seg["paper_value"] == 83.1 and json.loads(seg["protocol"]) == {"resolution": 448}
+    assert seg["protocol_mode"] == "cached" and pd.isna(seg["limit"])
+    assert str(from_pq["n_seeds"].dtype) == "int64" and str(from_pq["higher_is_better"].dtype) == "bool"
+    with pytest.raises(TipsBenchError, match="name it .csv or .parquet"):
+        export_leaderboard(rows, tmp_path / "board.xlsx", paper=PAPER)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["board.csv", "board.parquet"]
+
+
+def test_protocol_mode_and_frame_are_carried(tmp_path: Path) -> None:
+    faithful = {"resolution": 448, "mode": "faithful", "frame": "original label size"}
+    data = [row("tips_g14", "voc_seg", "mIoU", 83.0, protocol=faithful), row("clip_l14", "voc_seg", "mIoU", 74.0)]
+    long = report.comparison_frame(data, paper=PAPER)
+    assert dict(zip(long.backbone, long.protocol_mode, strict=True)) == {"clip_l14": "cached", "tips_g14": "faithful"}
+    assert dict(zip(long.backbone, long.protocol_frame, strict=True))["tips_g14"] == "original label size"
+    assert long.set_index("backbone").loc["tips_g14", "delta"] == pytest.approx(-0.1)
 
 
 # ---------------------------------------------------------------- paper reference

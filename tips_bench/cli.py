@@ -22,6 +22,9 @@ def _add_backbone_args(p: argparse.ArgumentParser, required: bool = True, many: 
                    "the config file's checkpoint_dirs for the official file names)")
     p.add_argument("--random-init", action="store_true",
                    help="use the backbone's architecture with seeded random weights (no file needed)")
+    p.add_argument("--download", action="store_true",
+                   help="first download missing checkpoint files from the definition's URLs into the --checkpoint "
+                   "folder or the first checkpoint folder (as 'tips-bench fetch'; $TIPS_BENCH_OFFLINE=1 forbids it)")
     p.add_argument("--num-heads", type=int, help="override the attention head count of the image tower (TIPS)")
     p.add_argument("--text-num-heads", type=int, help="override the attention head count of the text tower (TIPS)")
     p.add_argument("--arch", help="open_clip architecture name, for the generic 'openclip' backbone")
@@ -130,7 +133,14 @@ def _register_cache(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_evaluation, _register_cache]
+def _register_fetch(sub: argparse._SubParsersAction) -> None:
+    from tips_bench.cli_fetch import register
+
+    register(sub)
+
+
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_evaluation, _register_cache,
+                                                                       _register_fetch]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,11 +21,11 @@ def _store(path: str | None):
     return ResultsStore(path) if path else ResultsStore()
 
 
-def _headline_columns(rows) -> list[str]:
+def _headline_columns(tasks) -> list[str]:
     from tips_bench.tasks.base import get_task_definition
 
     columns = []
-    for task in dict.fromkeys(r.task for r in rows):
+    for task in dict.fromkeys(tasks):
         try:
             columns.append(f"{task}/{get_task_definition(task.removesuffix(' (smoke)')).headline}")
         except TipsBenchError:
@@ -33,20 +33,21 @@ def _headline_columns(rows) -> list[str]:
     return columns
 
 
-def _mark_smoke_runs(rows):
+def _mark_smoke_runs(frame):
     """Rows from --limit or --set runs are shown as '<task> (smoke)': never averaged with, or compared
-    against the paper as, full-protocol results."""
-    from dataclasses import replace
+    against the paper as, full-protocol results. The task's own name stays in ``base_task``."""
+    frame = frame.assign(base_task=frame["task"])
+    smoke = frame["limit"].fillna(0).astype(int).ne(0) | frame["protocol"].map(lambda p: bool(p.get("overrides")))
+    frame.loc[smoke, "task"] = frame.loc[smoke, "task"] + " (smoke)"
+    return frame
 
-    return [replace(r, task=f"{r.task} (smoke)") if r.limit or r.protocol.get("overrides") else r for r in rows]
 
-
-def _print_table(rows, fmt: str, paper: bool, title: str = "", all_metrics: bool = False) -> None:
+def _print_table(frame, fmt: str, paper: bool, title: str = "", all_metrics: bool = False) -> None:
     from tips_bench import report
 
-    rows = _mark_smoke_runs(rows)
-    metrics = None if all_metrics else _headline_columns(rows) or None
-    table = report.comparison_table(rows, paper=report.load_paper_reference() if paper else None, metrics=metrics)
+    frame = _mark_smoke_runs(frame)
+    metrics = None if all_metrics else _headline_columns(frame["task"]) or None
+    table = report.comparison_table(frame, paper=report.load_paper_reference() if paper else None, metrics=metrics)
     if fmt == "markdown":
         print(report.render_markdown(table))
     elif fmt == "csv":
@@ -56,6 +57,19 @@ def _print_table(rows, fmt: str, paper: bool, title: str = "", all_metrics: bool
         if title:
             rich_table.title = title
         _console().print(rich_table)
+
+
+def _store_frame(args: argparse.Namespace):
+    """The results store as a DataFrame (only ``--task`` tasks when given); an error when it holds nothing."""
+    store = _store(args.results)
+    frame = store.frame()
+    tasks = [t for a in getattr(args, "task", None) or [] for t in a.split(",") if t]
+    if tasks:
+        frame = frame[frame["task"].isin(tasks)]
+    if frame.empty:
+        which = f" for {', '.join(tasks)}" if tasks else ""
+        raise TipsBenchError(f"no results{which} in {store.path}; run 'tips-bench run' first")
+    return frame
 
 
 def _run_options(args: argparse.Namespace):
@@ -96,6 +110,14 @@ def _runner(args: argparse.Namespace):
     return Runner(store=_store(args.results), cache=FeatureCache(args.cache_dir))
 
 
+def _download_if_asked(args: argparse.Namespace, backbones: list[tuple[str, bool]]) -> None:
+    """``--download``: fetch the missing checkpoint files of these backbones before anything runs."""
+    if args.download:
+        from tips_bench.download import ensure_backbones
+
+        ensure_backbones(backbones, checkpoint=args.checkpoint, progress=not args.no_progress)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from tips_bench import suite
     from tips_bench.runner import run_grid
@@ -109,10 +131,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"tips-bench: running the built-in synthetic suite '{args.suite}' ({len(tasks)} tasks) on the "
               "no-download baselines pixels and tips_s14+random; see 'tips-bench run --help' for real backbones")
     runner = _runner(args)
+    _download_if_asked(args, backbones)
     rows = run_grid(backbones, tasks, _seeds(args), _run_options(args), runner)
     if not rows:
         raise TipsBenchError("no task could run on these backbones; see the messages above")
-    _print_table(rows, args.format, paper=not args.no_paper, title="tips-bench results (this run)")
+    from tips_bench.results import rows_frame
+
+    _print_table(rows_frame(rows), args.format, paper=not args.no_paper, title="tips-bench results (this run)")
     print(f"{len(rows)} result rows appended to {runner.store.path}")
     return 0
 
@@ -200,47 +225,57 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from tips_bench import report
 
-    rows = _store(args.results).rows()
-    if args.task:
-        rows = [r for r in rows if r.task in args.task]
-    if not rows:
-        raise TipsBenchError(f"no results in {_store(args.results).path}; run 'tips-bench run' first")
-    _print_table(rows, args.format, paper=not args.no_paper, all_metrics=args.all_metrics)
+    frame = _store_frame(args)
+    _print_table(frame, args.format, paper=not args.no_paper, all_metrics=args.all_metrics)
+    marked = _mark_smoke_runs(frame)
+    paper = report.load_paper_reference() if not args.no_paper else []
     if args.plot:
-        paths = report.plot(_mark_smoke_runs(rows), Path(args.plot), paper=None if not args.no_paper else [])
+        paths = report.plot(marked, Path(args.plot), paper=paper)
         print(f"wrote {len(paths)} plots to {args.plot}")
+    if args.html:
+        from tips_bench.report_html import write_html_report
+
+        metrics = None if args.all_metrics else _headline_columns(marked["task"]) or None
+        page = write_html_report(marked, Path(args.html), results_path=_store(args.results).path, paper=paper,
+                                 metrics=metrics)
+        print(f"wrote {page}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from tips_bench import report
 
-    rows = _store(args.results).rows()
-    if not rows:
-        raise TipsBenchError(f"no results in {_store(args.results).path}; run 'tips-bench run' first")
-    report.export_leaderboard(_mark_smoke_runs(rows), Path(args.csv), paper=None if not args.no_paper else [])
-    print(f"wrote {args.csv}")
+    target, fmt = (args.csv, "csv") if args.csv else (args.parquet, "parquet") if args.parquet else (args.out, None)
+    report.export_format(target, fmt)  # a bad suffix fails before the store is read
+    frame = _store_frame(args)
+    path = report.export_leaderboard(_mark_smoke_runs(frame), Path(target), paper=None if not args.no_paper else [],
+                                     fmt=fmt)
+    print(f"wrote {path} ({report.export_format(path, fmt)})")
     return 0
 
 
 def cmd_regress(args: argparse.Namespace) -> int:
     from tips_bench import suite
+    from tips_bench.results import rows_frame
 
     runner = _runner(args)
     opts = _run_options(args)
     if args.update:
-        backbones = [suite.parse_backbone(b, False) for b in (args.backbone or [])] or list(suite.DEFAULT_BACKBONES)
+        backbones = [suite.parse_backbone(b, False) for a in (args.backbone or []) for b in a.split(",") if b] \
+            or list(suite.DEFAULT_BACKBONES)
         tasks = [t for a in args.task for t in a.split(",") if t] if args.task else suite.suite_tasks(args.suite)
         from tips_bench.runner import run_grid
 
+        _download_if_asked(args, backbones)
         rows = run_grid(backbones, tasks, list(range(args.seeds or 3)), opts, runner)
         suite.write_baseline(suite.bands_from_rows(rows), args.update)
         print(f"wrote {args.update} from {len(rows)} rows over {args.seeds or 3} seeds")
         return 0
     bands = suite.read_baseline(args.baseline)
+    _download_if_asked(args, sorted({(b.backbone, b.random_init) for b in bands}))
     seeds = _seeds(args)
     rows = suite.run_for_baseline(bands, seeds, opts, runner)
-    checks = suite.check_against(bands, rows)
+    checks = suite.check_against(bands, rows_frame(rows))
     failed = [c for c in checks if not c.ok]
     for c in checks:
         b = c.band
@@ -367,12 +402,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("terminal", "markdown", "csv"), default="terminal")
     p.add_argument("--task", action="append", help="only these tasks")
     p.add_argument("--plot", metavar="DIR", help="also save one PNG chart per task/metric into DIR")
+    p.add_argument("--html", metavar="DIR", help="also write DIR/index.html: one self-contained page (no network "
+                   "needed) with the table (ours, paper, Δ, protocol mode), a chart per task and example panels "
+                   "of the dense tasks")
     p.add_argument("--all-metrics", action="store_true", help="one column per metric (default: headline metrics)")
     p.add_argument("--no-paper", action="store_true", help="do not show the papers' numbers")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("export", help="write the leaderboard CSV with full provenance")
-    p.add_argument("--csv", required=True, help="output CSV (written atomically)")
+    p = sub.add_parser("export", help="write the leaderboard (CSV or Parquet) with full provenance",
+                       formatter_class=fmt, description=(
+                           "Write one line per (backbone, task, task version, metric): mean, std and seeds, the\n"
+                           "paper's value and Δ, protocol mode and the newest row's provenance. Written atomically.\n"
+                           "  tips-bench export --csv leaderboard.csv\n"
+                           "  tips-bench export --parquet leaderboard.parquet\n"
+                           "  tips-bench export --out board.parquet        # format from the suffix"))
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--csv", metavar="FILE", help="write CSV")
+    out.add_argument("--parquet", metavar="FILE", help="write Parquet (pyarrow)")
+    out.add_argument("--out", metavar="FILE", help="write CSV or Parquet, chosen by the suffix (.csv, .parquet)")
+    p.add_argument("--task", action="append", help="only these tasks")
     p.add_argument("--results", help="results store (default: $TIPS_BENCH_RESULTS or results/runs.jsonl)")
     p.add_argument("--no-paper", action="store_true", help="leave out the papers' numbers")
     p.set_defaults(func=cmd_export)

@@ -29,6 +29,10 @@ def write_features(args: argparse.Namespace) -> None:
     if not str(args.out).endswith(".npz"):
         raise InputError(f"--out {args.out} must end in .npz")
     extra_layers = parse_layers(args.layers)
+    if getattr(args, "download", False) and not args.random_init:
+        from tips_bench.download import ensure_backbones
+
+        ensure_backbones([(args.backbone, False)], checkpoint=args.checkpoint)
     backbone = _backbone_from_args(args)
     n = backbone.spec.native_resolution
     size = parse_size(args.image_size) if args.image_size else (n, n)

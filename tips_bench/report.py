@@ -1,4 +1,4 @@
-"""Comparison tables (ours beside the papers' numbers), plots and an atomic leaderboard export."""
+"""Comparison tables (ours beside the papers' numbers), plots and an atomic leaderboard export, on pandas."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import io
 import json
 import os
 import re
-import statistics
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from tips_bench.results import ResultRow, latest, parse_timestamp
+import pandas as pd
+
+from tips_bench.errors import TipsBenchError
+from tips_bench.results import ResultRow, latest_frame, rows_frame
 
 if TYPE_CHECKING:
     import rich.table
@@ -64,57 +66,77 @@ def paper_lookup(paper: Iterable[dict[str, Any]] | None) -> dict[tuple[str, str,
     return lookup
 
 
-# ---------------------------------------------------------------- aggregation
+# ---------------------------------------------------------------- aggregation (pandas)
+
+AGG_KEY = ["backbone", "task", "task_version", "metric"]
+_NEWEST_COLUMNS = [
+    "backbone_family", "dataset", "split", "higher_is_better", "protocol", "packages", "device", "wall_time_s",
+    "images_per_s", "peak_memory_mb", "num_samples", "limit", "run_id", "timestamp", "time",
+]
+_DISTINCT_COLUMNS = ["code_version", "config_hash", "checkpoint_hash", "protocol_mode", "protocol_frame"]
+Rows = Iterable[ResultRow] | pd.DataFrame
 
 
-@dataclass
-class Aggregate:
-    """Our result for one (backbone, task, task_version, metric) over seeds (latest row per seed)."""
-
-    backbone: str
-    task: str
-    task_version: int
-    metric: str
-    rows: list[ResultRow]
-
-    @property
-    def values(self) -> list[float]:
-        return [r.value for r in self.rows]
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values)
-
-    @property
-    def std(self) -> float | None:
-        """Sample standard deviation over seeds; None with fewer than 2 seeds."""
-        return statistics.stdev(self.values) if len(self.rows) >= 2 else None
-
-    @property
-    def newest(self) -> ResultRow:
-        return max(self.rows, key=lambda r: parse_timestamp(r.timestamp))
-
-    @property
-    def higher_is_better(self) -> bool:
-        return self.newest.higher_is_better
+def as_frame(data: Rows) -> pd.DataFrame:
+    """A results DataFrame (``rows_frame``) from rows, or the frame itself."""
+    return data if isinstance(data, pd.DataFrame) else rows_frame(data)
 
 
-def aggregate(rows: Iterable[ResultRow]) -> list[Aggregate]:
-    """Latest row per seed, grouped by (backbone, task, task_version, metric), sorted by those keys."""
-    groups: dict[tuple[str, str, int, str], list[ResultRow]] = {}
-    for row in latest(rows):
-        groups.setdefault((row.backbone, row.task, row.task_version, row.metric), []).append(row)
-    return [Aggregate(*key, rows=sorted(g, key=lambda r: r.seed)) for key, g in sorted(groups.items())]
+def aggregate_frame(data: Rows) -> pd.DataFrame:
+    """One row per (backbone, task, task_version, metric) over the latest row of each seed, sorted by those keys.
+
+    Columns: the keys, ``mean``, ``std`` (sample std over seeds, NaN below 2 seeds), ``n_seeds``, ``seeds``
+    ('0;1;2'), the provenance of the newest row (``_NEWEST_COLUMNS``) and, joined with ';' where seeds differ,
+    ``code_version``, ``config_hash``, ``checkpoint_hash``, ``protocol_mode`` and ``protocol_frame``.
+    """
+    frame = latest_frame(as_frame(data))
+    columns = [*AGG_KEY, "mean", "std", "n_seeds", "seeds", *_DISTINCT_COLUMNS, *_NEWEST_COLUMNS]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    frame = frame.sort_values([*AGG_KEY, "seed"], kind="stable").reset_index(drop=True)
+    groups = frame.groupby(AGG_KEY, sort=True)
+    out = pd.DataFrame({
+        "mean": groups["value"].agg(lambda s: s.mean(skipna=False)),
+        "std": groups["value"].agg(lambda s: s.std(ddof=1, skipna=False) if len(s) > 1 else float("nan")),
+        "n_seeds": groups["value"].size(),
+        "seeds": groups["seed"].agg(lambda s: ";".join(str(x) for x in s)),
+    })
+    for column in _DISTINCT_COLUMNS:
+        out[column] = groups[column].agg(lambda s: ";".join(dict.fromkeys(str(x) for x in s)))
+    newest = frame.loc[groups["time"].idxmax().to_numpy(), _NEWEST_COLUMNS].set_axis(out.index)
+    return pd.concat([out, newest], axis=1).reset_index()[columns]
 
 
-def _newest_versions(aggs: list[Aggregate]) -> list[Aggregate]:
+def newest_versions(agg: pd.DataFrame) -> pd.DataFrame:
     """Keep only the highest task_version per (backbone, task, metric)."""
-    top: dict[tuple[str, str, str], Aggregate] = {}
-    for agg in aggs:
-        key = (agg.backbone, agg.task, agg.metric)
-        if key not in top or agg.task_version > top[key].task_version:
-            top[key] = agg
-    return list(top.values())
+    if agg.empty:
+        return agg
+    top = agg.groupby(["backbone", "task", "metric"])["task_version"].transform("max")
+    return agg[agg["task_version"] == top]
+
+
+def comparison_frame(data: Rows, paper: Iterable[dict[str, Any]] | None = None,
+                     metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Long form of the comparison: one row per (backbone, task/metric) of the newest task version.
+
+    Adds ``column`` ('task/metric'), ``paper``, ``paper_model``, ``paper_source``, ``delta`` (ours − paper) and
+    ``better`` (True/False/None: better than the paper in the metric's direction). ``metrics`` selects and
+    orders columns as in `comparison_table`.
+    """
+    agg = newest_versions(aggregate_frame(data)).copy()
+    agg["column"] = agg["task"] + "/" + agg["metric"]
+    columns = _select_columns(sorted(set(agg["column"])), metrics)
+    agg = agg[agg["column"].isin(columns)].copy()
+    agg["column"] = pd.Categorical(agg["column"], categories=columns, ordered=True)
+    agg = agg.sort_values(["column", "backbone"]).reset_index(drop=True)
+    lookup = paper_lookup(paper)
+    refs = [lookup.get((b, t, m)) for b, t, m in zip(agg["backbone"], agg["task"], agg["metric"], strict=True)]
+    agg["paper"] = [float(r["value"]) if r else float("nan") for r in refs]
+    agg["paper_model"] = [r["paper_model"] if r else "" for r in refs]
+    agg["paper_source"] = [r["source"] if r else "" for r in refs]
+    agg["delta"] = agg["mean"] - agg["paper"]
+    agg["column"] = agg["column"].astype(str)
+    return agg
 
 
 # ---------------------------------------------------------------- comparison table
@@ -146,11 +168,12 @@ class Cell:
         d = self.decimals
         out = f"{self.mean:.{d}f}" + (f" ± {self.std:.{d}f}" if self.std is not None else "")
         if self.paper is not None and self.delta is not None:
-            out += f" (paper {self.paper:.{d}f}, Δ {_signed(self.delta, d)})"
+            out += f" (paper {self.paper:.{d}f}, Δ {signed(self.delta, d)})"
         return out
 
 
-def _signed(x: float, decimals: int) -> str:
+def signed(x: float, decimals: int) -> str:
+    """'+1.2' / '-0.3'; a value that rounds to zero is '+0.0'."""
     text = f"{x:+.{decimals}f}"
     return "+" + text[1:] if text.startswith("-") and float(text) == 0 else text
 
@@ -172,7 +195,7 @@ class Table:
 
 
 def comparison_table(
-    rows: Iterable[ResultRow],
+    rows: Rows,
     paper: Iterable[dict[str, Any]] | None = None,
     metrics: Sequence[str] | None = None,
 ) -> Table:
@@ -181,12 +204,11 @@ def comparison_table(
     `metrics` selects and orders columns: 'task/metric' keys, or bare metric names matching every task.
     Only the newest task_version of each (backbone, task, metric) is shown.
     """
-    aggs = _newest_versions(aggregate(rows))
-    by_key = {(a.backbone, f"{a.task}/{a.metric}"): a for a in aggs}
-    columns = _select_columns(sorted({k[1] for k in by_key}), metrics)
-    backbones = sorted({a.backbone for a in aggs if f"{a.task}/{a.metric}" in columns})
-    lookup = paper_lookup(paper)
-    cells = [[_cell(by_key.get((b, col)), lookup) for col in columns] for b in backbones]
+    long = comparison_frame(rows, paper, metrics)
+    columns = list(dict.fromkeys(long["column"]))
+    backbones = sorted(set(long["backbone"]))
+    by_key = {(r.backbone, r.column): _cell(r) for r in long.itertuples(index=False)}
+    cells = [[by_key.get((b, col)) for col in columns] for b in backbones]
     _align_decimals(cells)
     hib = [next((line[j].higher_is_better for line in cells if line[j]), True) for j in range(len(columns))]
     return Table(columns=columns, rows=backbones, cells=cells, column_higher_is_better=hib)
@@ -203,19 +225,14 @@ def _select_columns(available: list[str], metrics: Sequence[str] | None) -> list
     return chosen
 
 
-def _cell(agg: Aggregate | None, lookup: dict[tuple[str, str, str], dict[str, Any]]) -> Cell | None:
-    if agg is None:
-        return None
-    ref = lookup.get((agg.backbone, agg.task, agg.metric))
-    return Cell(
-        mean=agg.mean, std=agg.std, n_seeds=len(agg.rows), higher_is_better=agg.higher_is_better,
-        paper=None if ref is None else float(ref["value"]),
-    )
+def _cell(r: Any) -> Cell:
+    return Cell(mean=float(r.mean), std=None if pd.isna(r.std) else float(r.std), n_seeds=int(r.n_seeds),
+                higher_is_better=bool(r.higher_is_better), paper=None if pd.isna(r.paper) else float(r.paper))
 
 
-def _decimals_for(values: Iterable[float]) -> int:
+def decimals_for(values: Iterable[float]) -> int:
     """3 decimals for small-valued columns (depth RMSE in metres), else 1 (percentages, degrees)."""
-    vals = [abs(v) for v in values]
+    vals = [abs(v) for v in values if v == v]
     return 3 if vals and max(vals) < 2 else 1
 
 
@@ -225,7 +242,7 @@ def _align_decimals(cells: list[list[Cell | None]]) -> None:
         present = [c for c in col if c is not None]
         values = [c.mean for c in present] + [c.paper for c in present if c.paper is not None]
         for c in present:
-            c.decimals = _decimals_for(values)
+            c.decimals = decimals_for(values)
 
 
 # ---------------------------------------------------------------- renderers
@@ -283,7 +300,7 @@ def safe_filename(text: str) -> str:
 
 
 def plot(
-    rows: Iterable[ResultRow],
+    rows: Rows,
     out_dir: str | os.PathLike[str],
     paper: Iterable[dict[str, Any]] | None = None,
 ) -> list[Path]:
@@ -293,42 +310,37 @@ def plot(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    lookup = paper_lookup(_default_paper(paper))
-    aggs = _newest_versions(aggregate(rows))
-    by_col: dict[tuple[str, str], list[Aggregate]] = {}
-    for agg in aggs:
-        by_col.setdefault((agg.task, agg.metric), []).append(agg)
+    long = comparison_frame(rows, _default_paper(paper))
     paths = []
-    for (task, metric), group in sorted(by_col.items()):
+    for (task, metric), group in long.groupby(["task", "metric"], sort=True):
         path = out / f"{safe_filename(task)}__{safe_filename(metric)}.png"
-        _atomic_write(path, lambda f, g=group, t=task, m=metric: _draw_bars(f, t, m, g, lookup))
+        _atomic_write(path, lambda f, g=group, t=task, m=metric: bar_chart(g, t, m).savefig(f, format="png", dpi=100))
         paths.append(path)
     return paths
 
 
-def _draw_bars(
-    f: IO[bytes], task: str, metric: str, group: list[Aggregate], lookup: dict[tuple[str, str, str], dict]
-) -> None:
+def bar_chart(group: pd.DataFrame, task: str, metric: str, ax: Any = None) -> Any:
+    """Bars of our mean ± std per backbone, paper values as red diamonds; a new Figure unless ``ax`` is given."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    group = sorted(group, key=lambda a: a.backbone)
+    group = group.sort_values("backbone")
     xs = list(range(len(group)))
-    fig = Figure(figsize=(max(4.0, 0.9 * len(group) + 2), 4.0), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.bar(xs, [a.mean for a in group], yerr=[a.std or 0.0 for a in group], capsize=3, label="ours")
-    refs = [(x, lookup.get((a.backbone, task, metric))) for x, a in zip(xs, group, strict=True)]
-    refs = [(x, r["value"]) for x, r in refs if r is not None]
+    fig = None
+    if ax is None:
+        fig = Figure(figsize=(max(4.0, 0.9 * len(group) + 2), 4.0), layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+    ax.bar(xs, group["mean"], yerr=group["std"].fillna(0.0), capsize=3, label="ours")
+    refs = [(x, v) for x, v in zip(xs, group["paper"], strict=True) if not pd.isna(v)]
     if refs:
-        xs_ref, ys_ref = [x for x, _ in refs], [v for _, v in refs]
-        ax.scatter(xs_ref, ys_ref, marker="D", color="tab:red", zorder=3, label="paper")
-    ax.set_xticks(xs, [a.backbone for a in group], rotation=30, ha="right")
-    arrow = "↑" if group[0].higher_is_better else "↓"
+        ax.scatter([x for x, _ in refs], [v for _, v in refs], marker="D", color="tab:red", zorder=3, label="paper")
+    ax.set_xticks(xs, list(group["backbone"]), rotation=30, ha="right")
+    arrow = "↑" if bool(group["higher_is_better"].iloc[0]) else "↓"
     ax.set_title(f"{task} / {metric} ({arrow})")
     ax.set_ylabel(metric)
     ax.legend(loc="best", fontsize="small")
-    fig.savefig(f, format="png", dpi=100)
+    return fig if fig is not None else ax.figure
 
 
 def _default_paper(paper: Iterable[dict[str, Any]] | None) -> Iterable[dict[str, Any]]:
@@ -343,64 +355,84 @@ def _default_paper(paper: Iterable[dict[str, Any]] | None) -> Iterable[dict[str,
 LEADERBOARD_COLUMNS = (
     "backbone", "backbone_family", "task", "task_version", "dataset", "split", "metric", "higher_is_better",
     "mean", "std", "n_seeds", "seeds", "paper_value", "paper_delta", "paper_model", "paper_source",
-    "code_version", "config_hash", "checkpoint_hash", "protocol", "packages", "device",
-    "wall_time_s", "images_per_s", "peak_memory_mb", "num_samples", "limit", "run_id", "timestamp",
+    "code_version", "config_hash", "checkpoint_hash", "protocol", "protocol_mode", "protocol_frame", "packages",
+    "device", "wall_time_s", "images_per_s", "peak_memory_mb", "num_samples", "limit", "run_id", "timestamp",
 )
+EXPORT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def leaderboard_frame(rows: Rows, paper: Iterable[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per (backbone, task, task_version, metric): stats, paper value and Δ, provenance of the newest row.
+
+    Hashes and code versions that differ across seeds are joined with ';'; ``protocol`` and ``packages`` are
+    JSON text. `paper` defaults to the bundled reference.
+    """
+    agg = aggregate_frame(rows)
+    lookup = paper_lookup(_default_paper(paper))
+    refs = [lookup.get((b, t, m)) for b, t, m in zip(agg["backbone"], agg["task"], agg["metric"], strict=True)]
+    board = agg.assign(
+        paper_value=[float(r["value"]) if r else float("nan") for r in refs],
+        paper_model=[r["paper_model"] if r else "" for r in refs],
+        paper_source=[r["source"] if r else "" for r in refs],
+        protocol=[json.dumps(p, sort_keys=True) for p in agg["protocol"]],
+        packages=[json.dumps(p, sort_keys=True) for p in agg["packages"]],
+    )
+    board["paper_delta"] = board["mean"] - board["paper_value"]
+    board = board[list(LEADERBOARD_COLUMNS)].reset_index(drop=True)
+    for column in ("task_version", "n_seeds"):
+        board[column] = board[column].astype("int64")
+    board["limit"] = board["limit"].astype("Int64")
+    board["higher_is_better"] = board["higher_is_better"].astype(bool)
+    for column in ("mean", "std", "paper_value", "paper_delta", "wall_time_s", "images_per_s", "peak_memory_mb"):
+        board[column] = board[column].astype("float64")
+    return board
+
+
+def export_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
+    """'csv' or 'parquet': ``fmt`` when given, else from the file suffix."""
+    if fmt is not None:
+        if fmt not in ("csv", "parquet"):
+            raise TipsBenchError(f"export format '{fmt}' is not csv or parquet")
+        return fmt
+    suffix = Path(path).suffix.lower()
+    if suffix not in EXPORT_FORMATS:
+        raise TipsBenchError(f"cannot tell the export format of {path} from its suffix; name it .csv or .parquet, "
+                             f"or use --csv / --parquet")
+    return EXPORT_FORMATS[suffix]
 
 
 def export_leaderboard(
-    rows: Iterable[ResultRow],
+    rows: Rows,
     path: str | os.PathLike[str],
     paper: Iterable[dict[str, Any]] | None = None,
+    fmt: str | None = None,
 ) -> Path:
-    """Write one CSV line per (backbone, task, task_version, metric) with stats, provenance and paper Δ.
-
-    Provenance comes from the newest row; hashes and code versions that differ across seeds are joined
-    with ';'. `paper` defaults to the bundled reference. The file is replaced atomically.
-    """
-    lookup = paper_lookup(_default_paper(paper))
-    records = [_leaderboard_record(agg, lookup) for agg in aggregate(rows)]
+    """Write the leaderboard (`leaderboard_frame`) as CSV or Parquet: ``fmt`` when given, else from the suffix
+    (.csv, .parquet, .pq). The file is replaced atomically; nothing is written on any error."""
+    kind = export_format(path, fmt)
+    board = leaderboard_frame(rows, paper)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda f: _write_csv(f, records))
+    if kind == "parquet":
+        _require_parquet()
+        _atomic_write(path, lambda f: board.to_parquet(f, index=False))
+    else:
+        _atomic_write(path, lambda f: _write_csv(f, board))
     return path
 
 
-def _write_csv(f: IO[bytes], records: list[dict[str, Any]]) -> None:
+def _write_csv(f: IO[bytes], board: pd.DataFrame) -> None:
     text = io.TextIOWrapper(f, encoding="utf-8", newline="")
-    writer = csv.DictWriter(text, fieldnames=LEADERBOARD_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        writer.writerow(record)
+    board.to_csv(text, index=False, lineterminator="\n")
     text.flush()
     text.detach()
 
 
-def _leaderboard_record(agg: Aggregate, lookup: dict[tuple[str, str, str], dict]) -> dict[str, Any]:
-    new = agg.newest
-    ref = lookup.get((agg.backbone, agg.task, agg.metric))
-
-    def distinct(name: str) -> str:
-        return ";".join(dict.fromkeys(getattr(r, name) for r in agg.rows))
-
-    return {
-        "backbone": agg.backbone, "backbone_family": new.backbone_family, "task": agg.task,
-        "task_version": agg.task_version, "dataset": new.dataset, "split": new.split, "metric": agg.metric,
-        "higher_is_better": new.higher_is_better, "mean": repr(agg.mean),
-        "std": "" if agg.std is None else repr(agg.std), "n_seeds": len(agg.rows),
-        "seeds": ";".join(str(r.seed) for r in agg.rows),
-        "paper_value": "" if ref is None else ref["value"],
-        "paper_delta": "" if ref is None else repr(agg.mean - float(ref["value"])),
-        "paper_model": "" if ref is None else ref["paper_model"],
-        "paper_source": "" if ref is None else ref["source"],
-        "code_version": distinct("code_version"), "config_hash": distinct("config_hash"),
-        "checkpoint_hash": distinct("checkpoint_hash"),
-        "protocol": json.dumps(new.protocol, sort_keys=True),
-        "packages": json.dumps(new.packages, sort_keys=True),
-        "device": new.device, "wall_time_s": new.wall_time_s, "images_per_s": new.images_per_s,
-        "peak_memory_mb": new.peak_memory_mb, "num_samples": new.num_samples,
-        "limit": "" if new.limit is None else new.limit, "run_id": new.run_id, "timestamp": new.timestamp,
-    }
+def _require_parquet() -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise TipsBenchError("writing Parquet needs pyarrow; pip install pyarrow, or export --csv") from None
 
 
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -419,7 +451,8 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 
 __all__ = [
-    "Aggregate", "Cell", "Table", "aggregate", "comparison_table", "default_paper_reference_path",
-    "export_leaderboard", "load_paper_reference", "paper_lookup", "plot", "render_csv", "render_markdown",
-    "render_rich", "safe_filename",
+    "Cell", "Table", "aggregate_frame", "as_frame", "bar_chart", "comparison_frame", "comparison_table",
+    "default_paper_reference_path", "export_format", "export_leaderboard", "leaderboard_frame",
+    "load_paper_reference", "newest_versions", "paper_lookup", "plot", "render_csv", "render_markdown",
+    "render_rich", "safe_filename", "signed",
 ]

@@ -16,16 +16,24 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
 import tips_bench
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 RESULTS_ENV = "TIPS_BENCH_RESULTS"
 DEFAULT_RESULTS_PATH = Path("results") / "runs.jsonl"
 PROVENANCE_PACKAGES = ("torch", "torchvision", "timm", "open_clip_torch", "numpy", "sentencepiece")
 LATEST_KEY = ("backbone", "task", "task_version", "metric", "seed")
+#: Keys that describe how a run went rather than what was run; never part of a config hash.
+VOLATILE_CONFIG_KEYS = frozenset({
+    "timings", "wall_time_s", "images_per_s", "peak_memory_mb", "run_id", "timestamp", "fill_images_per_s",
+})
+DEFAULT_MODE = "cached"
 
 
 def utc_now() -> str:
@@ -228,6 +236,24 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def stable_config(config: Any) -> Any:
+    """``config`` with every volatile key (timings, throughput, ids, clocks) removed at any depth."""
+    if isinstance(config, dict):
+        return {k: stable_config(v) for k, v in config.items() if k not in VOLATILE_CONFIG_KEYS}
+    if isinstance(config, (list, tuple)):
+        return [stable_config(v) for v in config]
+    return config
+
+
+def run_config_hash(config: dict[str, Any]) -> str:
+    """The config hash of a run: ``config_hash`` of the configuration alone, so identical runs share it.
+
+    The runner passes ``{"protocol": ..., "weights": ..., "seed": ...}``; timings recorded inside the
+    protocol (or anywhere else, under ``VOLATILE_CONFIG_KEYS``) do not change the hash.
+    """
+    return config_hash(stable_config(config))
+
+
 # ---------------------------------------------------------------- store
 
 
@@ -304,6 +330,55 @@ class ResultsStore:
         """`latest()` of the given rows, or of all rows in the store."""
         return latest(self.rows() if rows is None else rows)
 
+    def frame(self) -> pd.DataFrame:
+        """All readable rows as a DataFrame (see `rows_frame`)."""
+        return rows_frame(self.rows())
+
+
+# ---------------------------------------------------------------- DataFrame view
+
+FRAME_COLUMNS = (*(f.name for f in dataclasses.fields(ResultRow)), "protocol_mode", "protocol_frame", "time")
+
+
+def rows_frame(rows: Iterable[ResultRow]) -> pd.DataFrame:
+    """One DataFrame row per ResultRow, in order: every field (``protocol`` and ``packages`` stay dicts), plus
+    ``protocol_mode`` ("cached" unless the protocol says otherwise), ``protocol_frame`` ("" when absent) and
+    ``time`` (the timestamp parsed as UTC; unparsable stamps sort first)."""
+    import pandas as pd
+
+    records = []
+    for row in rows:
+        record = row.to_dict()
+        record["protocol_mode"] = str(row.protocol.get("mode") or DEFAULT_MODE)
+        record["protocol_frame"] = str(row.protocol.get("frame") or "")
+        record["time"] = parse_timestamp(row.timestamp)
+        records.append(record)
+    frame = pd.DataFrame.from_records(records, columns=list(FRAME_COLUMNS))
+    frame["time"] = pd.to_datetime(frame["time"], utc=True)
+    frame["limit"] = frame["limit"].astype("Int64")
+    return frame
+
+
+def frame_rows(frame: pd.DataFrame) -> list[ResultRow]:
+    """ResultRows back from a frame made by `rows_frame` (extra columns are ignored)."""
+    import pandas as pd
+
+    names = [f.name for f in dataclasses.fields(ResultRow)]
+    out = []
+    for record in frame[names].to_dict("records"):
+        record["limit"] = None if pd.isna(record["limit"]) else int(record["limit"])
+        out.append(ResultRow.from_dict(record))
+    return out
+
+
+def latest_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The newest row per (backbone, task, task_version, metric, seed), as `latest`; ties go to the later row."""
+    if frame.empty:
+        return frame
+    order = frame.assign(_order=range(len(frame)))
+    newest = order.sort_values(["time", "_order"], kind="stable").drop_duplicates(list(LATEST_KEY), keep="last")
+    return newest.sort_values("_order").drop(columns="_order")
+
 
 def _parse_lines(data: bytes, path: Path) -> Iterable[ResultRow]:
     for lineno, line in enumerate(data.split(b"\n"), start=1):
@@ -349,5 +424,6 @@ def _fsync_dir(path: Path) -> None:
 
 __all__ = [
     "ResultRow", "ResultsStore", "capture_provenance", "code_version", "config_hash", "default_results_path",
-    "device_description", "latest", "new_run_id", "parse_timestamp", "package_versions", "utc_now",
+    "device_description", "frame_rows", "latest", "latest_frame", "new_run_id", "parse_timestamp", "package_versions",
+    "rows_frame", "run_config_hash", "stable_config", "utc_now",
 ]

@@ -16,12 +16,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tips_bench.atomic import atomic_path
 from tips_bench.errors import TipsBenchError
 from tips_bench.results import ResultRow
 from tips_bench.runner import Runner, RunOptions, run_grid
 from tips_bench.tasks.base import all_task_definitions
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_BACKBONES: tuple[tuple[str, bool], ...] = (("pixels", False), ("tips_s14", True))
 BAND_K = 4.0
@@ -103,21 +107,28 @@ def write_baseline(bands: Sequence[Band], path: str | Path) -> None:
 
 
 def read_baseline(path: str | Path) -> list[Band]:
+    """The bands of a baseline CSV (read with pandas); one-sentence errors for a missing or malformed file."""
+    import pandas as pd
+
     p = Path(path)
     if not p.is_file():
         raise TipsBenchError(f"baseline {p} does not exist; create it with 'tips-bench regress --update {p}'")
-    with open(p, newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = set(BASELINE_FIELDS) - set(reader.fieldnames or [])
-        if missing:
-            raise TipsBenchError(f"baseline {p} lacks columns {sorted(missing)}; regenerate it with --update")
-        bands = []
-        for row in reader:
-            bands.append(Band(row["backbone"], row["random_init"] == "True", row["task"], int(row["task_version"]),
-                              row["metric"], row["higher_is_better"] == "True", float(row["mean"]), float(row["std"]),
-                              int(row["n_seeds"]), float(row["band_k"]), float(row["band_floor"]), float(row["low"]),
-                              float(row["high"])))
-    return bands
+    try:
+        frame = pd.read_csv(p, dtype={"backbone": str, "task": str, "metric": str, "random_init": str,
+                                      "higher_is_better": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise TipsBenchError(f"baseline {p} is not a readable CSV ({str(exc).strip()}); regenerate it with "
+                             f"--update") from None
+    missing = set(BASELINE_FIELDS) - set(frame.columns)
+    if missing:
+        raise TipsBenchError(f"baseline {p} lacks columns {sorted(missing)}; regenerate it with --update")
+    try:
+        return [Band(r.backbone, r.random_init == "True", r.task, int(r.task_version), r.metric,
+                     r.higher_is_better == "True", float(r.mean), float(r.std), int(r.n_seeds), float(r.band_k),
+                     float(r.band_floor), float(r.low), float(r.high))
+                for r in frame[list(BASELINE_FIELDS)].itertuples(index=False)]
+    except (TypeError, ValueError) as exc:
+        raise TipsBenchError(f"baseline {p} has a malformed value ({exc}); regenerate it with --update") from None
 
 
 @dataclass(frozen=True)
@@ -130,9 +141,14 @@ class Check:
         return self.value is not None and self.band.contains(self.value)
 
 
-def check_against(bands: Sequence[Band], rows: Sequence[ResultRow]) -> list[Check]:
-    """Compare fresh rows with the baseline bands (a missing value or a version change fails)."""
-    by_key = {(*parse_backbone(r.backbone, False), r.task, r.task_version, r.metric): r.value for r in rows}
+def check_against(bands: Sequence[Band], rows: Sequence[ResultRow] | pd.DataFrame) -> list[Check]:
+    """Compare fresh rows (or their DataFrame) with the baseline bands (a missing value or a version change fails)."""
+    from tips_bench.results import rows_frame
+
+    frame = rows if not isinstance(rows, Sequence) else rows_frame(rows)
+    by_key = {}
+    for r in frame[["backbone", "task", "task_version", "metric", "value"]].itertuples(index=False):
+        by_key[(*parse_backbone(r.backbone, False), r.task, int(r.task_version), r.metric)] = float(r.value)
     return [Check(b, by_key.get((b.backbone, b.random_init, b.task, b.task_version, b.metric))) for b in bands]
 
 

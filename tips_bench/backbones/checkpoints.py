@@ -91,8 +91,9 @@ class CheckpointFiles:
         dirs = self.search_dirs()
         where = f"in {', '.join(str(d) for d in dirs)}" if dirs else "(no checkpoint folder is configured)"
         raise CheckpointError(
-            f"{self.spec.name} needs its {role} file {name}, not found {where}; download it from {url} "
-            f"and pass --checkpoint FILE_OR_DIR or add its folder to $TIPS_BENCH_CHECKPOINTS"
+            f"{self.spec.name} needs its {role} file {name}, not found {where}; fetch it with 'tips-bench fetch "
+            f"{self.spec.name}' (or add --download), or download it from {url} and pass --checkpoint FILE_OR_DIR "
+            f"or add its folder to $TIPS_BENCH_CHECKPOINTS"
         )
 
     def status(self) -> dict[str, bool]:
