@@ -21,6 +21,8 @@ import torch
 
 from tips_bench.data.catalog import open_dataset
 from tips_bench.extract import PreparedSplit
+from tips_bench.frames import Frame
+from tips_bench.protocol import FrameSpec
 from tips_bench.tasks.base import FeatureRequest
 
 CASES = [  # (dataset name, split, writer module, writer, targets)
@@ -33,11 +35,12 @@ CASES = [  # (dataset name, split, writer module, writer, targets)
 
 
 def loading_rate(dataset, size: int, targets: tuple[str, ...], workers: int, repeat: int) -> float:
-    split = PreparedSplit(dataset, 0, len(dataset), (size, size), FeatureRequest(targets=targets))
+    frame = Frame.resolve(FrameSpec(), (size, size), size, 14)  # square bicubic resize to size x size
+    split = PreparedSplit(dataset, 0, len(dataset), frame, FeatureRequest(targets=targets))
     items = torch.utils.data.ConcatDataset([split] * repeat)
-    loader = torch.utils.data.DataLoader(items, batch_size=8, num_workers=workers)
+    loader = torch.utils.data.DataLoader(items, batch_size=8, num_workers=workers, collate_fn=list)
     t0 = time.perf_counter()
-    n = sum(len(batch["image"]) for batch in loader)
+    n = sum(len(batch) for batch in loader)
     return n / (time.perf_counter() - t0)
 
 

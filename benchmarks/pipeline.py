@@ -72,11 +72,12 @@ def bench_fill(images: int, size: int, batch: int, workers: int, tmp: Path) -> N
     overrides = {"resolution": size, "probe.batch_size": 8}
     opts = RunOptions(random_init=True, limit=images, batch_size=batch, num_workers=workers, progress=False,
                       overrides=overrides)
-    from tips_bench.runner import shared_request
+    from tips_bench.runner import build_request
     from tips_bench.tasks.base import get_task_definition, make_task
 
-    task = make_task(get_task_definition("toy_seg"))
-    request = shared_request(task, "eval", backbone.spec)
+    task = make_task(get_task_definition("toy_seg").with_overrides({"resolution": size}))
+    request = build_request(task, "eval", backbone.spec)
+    frame = task.frame(backbone.spec)
     from dataclasses import replace
 
     from tips_bench.extract import produce_batches
@@ -84,7 +85,8 @@ def bench_fill(images: int, size: int, batch: int, workers: int, tmp: Path) -> N
     entry = FeatureCache(tmp / "fillonly").entry({"bench": size, "n": images})
     entry.prepare(images, shard_size=max(1, images // 4))
     t0 = time.perf_counter()
-    entry.fill(lambda lo, hi: produce_batches(backbone, data, lo, hi, (size, size), replace(request), batch, workers))
+    entry.fill(lambda lo, hi: produce_batches(backbone, data, lo, hi, frame, request, batch, workers),
+               progress=False)
     fill = time.perf_counter() - t0
     print(f"[fill] {images} images at {size}: bare forward {bare:.1f}s ({images / bare:.2f} img/s), "
           f"cache fill {fill:.1f}s ({images / fill:.2f} img/s) -> ratio {fill / bare:.3f} (target <= 1.15)")

@@ -209,12 +209,12 @@ def test_cli_report_html_and_export_after_a_real_run(tmp_path: Path, monkeypatch
     assert main(["report", "--html", str(tmp_path / "html"), "--format", "markdown"]) == 0
     assert f"wrote {tmp_path / 'html' / 'index.html'}" in capsys.readouterr().out
     text = (tmp_path / "html" / "index.html").read_text()
-    assert "toy_seg (smoke)" in text and "toy_knn (smoke)" in text and text.count("data:image/png") == 8
+    assert "toy_seg (cached) (smoke)" in text and "toy_knn (smoke)" in text and text.count("data:image/png") == 8
     assert f"run {seg_run[:8]}" in text
 
     assert main(["export", "--parquet", str(tmp_path / "board.parquet")]) == 0
     board = pd.read_parquet(tmp_path / "board.parquet")
-    assert set(board["task"]) == {"toy_seg (smoke)", "toy_knn (smoke)"} and (board["n_seeds"] == 1).all()
+    assert set(board["task"]) == {"toy_seg (cached) (smoke)", "toy_knn (smoke)"} and (board["n_seeds"] == 1).all()
     assert main(["export", "--out", str(tmp_path / "board.csv"), "--task", "toy_knn"]) == 0
     assert set(pd.read_csv(tmp_path / "board.csv")["task"]) == {"toy_knn (smoke)"}
     capsys.readouterr()

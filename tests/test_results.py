@@ -267,8 +267,6 @@ def two_identical_runs(tmp_path_factory: pytest.TempPathFactory) -> list[ResultR
     return rows
 
 
-@pytest.mark.xfail(strict=True, reason="runner.py (Runner._rows) still hashes protocol['timings']; it passes once "
-                   "the runner calls results.run_config_hash or moves timings out of the protocol")
 def test_identical_runs_share_one_config_hash(two_identical_runs: list[ResultRow]) -> None:
     rows = two_identical_runs
     assert len({r.config_hash for r in rows}) == 1

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -356,7 +357,9 @@ class CacheEntry:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             tmp.mkdir()
-            record: dict[str, Any] = {"start": shard.start, "stop": shard.stop, "arrays": {}, "files": {}}
+            record: dict[str, Any] = {"start": shard.start, "stop": shard.stop, "arrays": {}, "files": {},
+                                      "writer": {"host": socket.gethostname(), "pid": os.getpid(),
+                                                 "rank": os.environ.get("RANK")}}
             for name, value in arrays.items():
                 info, files = write_array(tmp, name, value)
                 record["arrays"][name] = info
@@ -717,6 +720,13 @@ class FeatureCache:
         check_free_space(self.root, needed_bytes, reserve_bytes)
 
 
-def shard_size_for(bytes_per_item: int, target_bytes: int = DEFAULT_SHARD_BYTES) -> int:
-    """Items per shard so that one shard is about ``target_bytes``."""
+def shard_size_for(bytes_per_item: int, target_bytes: int | None = None) -> int:
+    """Items per shard so that one shard is about ``target_bytes`` (default ``$TIPS_BENCH_SHARD_MB`` MB or 64 MB;
+    smaller shards spread one split's extraction over more ranks)."""
+    if target_bytes is None:
+        raw = os.environ.get("TIPS_BENCH_SHARD_MB")
+        try:
+            target_bytes = int(float(raw) * (1 << 20)) if raw else DEFAULT_SHARD_BYTES
+        except ValueError as exc:
+            raise TipsBenchError(f"TIPS_BENCH_SHARD_MB={raw} is not a number of megabytes") from exc
     return max(1, target_bytes // max(1, bytes_per_item))

@@ -31,6 +31,9 @@ def _add_backbone_args(p: argparse.ArgumentParser, required: bool = True, many: 
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the transformer blocks (faster on large inputs; the first batch compiles)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                   help="extraction precision: autocast to bf16/fp16, or fp32 (default: bf16 on CUDA, fp32 on CPU; "
+                   "part of the cache key and of every result row)")
 
 
 def _backbone_from_args(args: argparse.Namespace):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -27,17 +28,24 @@ def _headline_columns(tasks) -> list[str]:
     columns = []
     for task in dict.fromkeys(tasks):
         try:
-            columns.append(f"{task}/{get_task_definition(task.removesuffix(' (smoke)')).headline}")
+            base = re.sub(r" \((cached|faithful)\)$", "", task.removesuffix(" (smoke)"))
+            columns.append(f"{task}/{get_task_definition(base).headline}")
         except TipsBenchError:
             continue
     return columns
 
 
 def _mark_smoke_runs(frame):
-    """Rows from --limit or --set runs are shown as '<task> (smoke)': never averaged with, or compared
+    """Label rows for display. Dense tasks carry their training mode, '<task> (cached)' or '<task> (faithful)', so
+    the modes are never averaged together and no number stands beside a paper number without its mode. Rows from
+    --limit or --set runs (other than --mode) are shown as '<task> (smoke)': never averaged with, or compared
     against the paper as, full-protocol results. The task's own name stays in ``base_task``."""
     frame = frame.assign(base_task=frame["task"])
-    smoke = frame["limit"].fillna(0).astype(int).ne(0) | frame["protocol"].map(lambda p: bool(p.get("overrides")))
+    modes = frame["protocol"].map(lambda p: p.get("mode"))
+    has_mode = modes.notna()
+    frame.loc[has_mode, "task"] = frame.loc[has_mode, "task"] + " (" + modes[has_mode].astype(str) + ")"
+    overridden = frame["protocol"].map(lambda p: bool(set(p.get("overrides") or {}) - {"mode"}))
+    smoke = frame["limit"].fillna(0).astype(int).ne(0) | overridden
     frame.loc[smoke, "task"] = frame.loc[smoke, "task"] + " (smoke)"
     return frame
 
@@ -79,8 +87,14 @@ def _run_options(args: argparse.Namespace):
                       batch_size=args.batch_size, num_workers=args.num_workers,
                       progress=not args.no_progress, num_heads=args.num_heads,
                       text_num_heads=args.text_num_heads, arch=args.arch, compile=args.compile,
-                      overrides=_parse_overrides(args.set) | ({"mode": args.mode} if getattr(args, "mode", None) else {}),
+                      precision=args.precision,
+                      overrides=_parse_overrides(args.set) | _mode_override(args),
                       extra={"root": args.root} if args.root else {})
+
+
+def _mode_override(args: argparse.Namespace) -> dict:
+    """``--mode faithful`` is the protocol override ``mode=faithful`` (recorded like any other)."""
+    return {"mode": args.mode} if getattr(args, "mode", None) else {}
 
 
 def _parse_overrides(items: list[str] | None) -> dict:
@@ -130,9 +144,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.backbone and not args.task:
         print(f"tips-bench: running the built-in synthetic suite '{args.suite}' ({len(tasks)} tasks) on the "
               "no-download baselines pixels and tips_s14+random; see 'tips-bench run --help' for real backbones")
+    from tips_bench import distributed
+
+    info = distributed.detect()
+    opts = _run_options(args)
+    opts.device = info.device(opts.device)
     runner = _runner(args)
-    _download_if_asked(args, backbones)
-    rows = run_grid(backbones, tasks, _seeds(args), _run_options(args), runner)
+    runner.dist = info
+    if info.is_main:
+        _download_if_asked(args, backbones)
+    distributed.init(info, opts.device)
+    rows = run_grid(backbones, tasks, _seeds(args), opts, runner)
+    distributed.finish(info)
+    if not info.is_main:
+        return 0
     if not rows:
         raise TipsBenchError("no task could run on these backbones; see the messages above")
     from tips_bench.results import rows_frame
@@ -197,7 +222,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Check every definition: schema, known task type, known dataset, backbones' fields."""
     from tips_bench.backbones.spec import all_backbone_specs
     from tips_bench.data.catalog import SYNTHETIC, dataset_entries
-    from tips_bench.tasks.base import TASK_TYPES, all_task_definitions, make_task
+    from tips_bench.registry import load_definitions
+    from tips_bench.tasks.base import TASK_TYPES, TaskDefinition, make_task
 
     problems = []
     specs = all_backbone_specs()
@@ -205,12 +231,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if spec.default_global not in ({"cls1", "cls2", "cls", "embedding", "mean"}):
             problems.append(f"backbone {spec.name}: unknown default_global '{spec.default_global}'")
     known = set(dataset_entries()) | set(SYNTHETIC)
-    tasks = all_task_definitions()
-    for d in tasks:
-        try:
+    tasks = []
+    for _, raw in sorted(load_definitions("tasks").items()):
+        try:  # every file against its schema (top level, then its task type's protocol), all problems listed
+            d = TaskDefinition.from_dict(raw)
             make_task(d)
         except TipsBenchError as exc:
             problems.append(str(exc))
+            continue
+        tasks.append(d)
         if d.dataset not in known:
             problems.append(f"task {d.name}: unknown dataset '{d.dataset}'")
         if d.headline not in d.metrics:
@@ -304,22 +333,41 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
+    """Check a task (its splits, options and sample keys) or a dataset (its layout, then every task reading it)."""
     from tips_bench.data.catalog import dataset_entries, dataset_root
+    from tips_bench.data.readiness import task_problems, tasks_reading
+    from tips_bench.registry import load_definitions
+    from tips_bench.tasks.base import get_task_definition
 
     entries = dataset_entries()
-    if args.name not in entries:
-        raise TipsBenchError(f"unknown dataset '{args.name}'; run 'tips-bench data list'")
-    entry = entries[args.name]
-    root = dataset_root(args.name, args.root)
-    problems = entry.check(root)
-    if not problems:
-        print(f"{args.name}: layout at {root} is complete")
+    is_task = args.name in load_definitions("tasks")
+    if not is_task and args.name not in entries:
+        raise TipsBenchError(f"'{args.name}' is neither a task nor a dataset; run 'tips-bench tasks' or "
+                             "'tips-bench data list'")
+    tasks = [get_task_definition(args.name)] if is_task else tasks_reading(args.name)
+    dataset = tasks[0].dataset if is_task else args.name
+    if dataset not in entries:
+        print(f"{args.name}: reads the built-in {dataset} (no download needed): ok")
         return 0
-    print(f"{args.name}: {len(problems)} problem(s) at {root}")
-    for p in problems:
-        print(f"  - {p}")
-    print(f"How to get it: {entry.how_to_get} ({entry.homepage}; licence: {entry.licence})")
-    return 1
+    entry = entries[dataset]
+    root = dataset_root(dataset, args.root)
+    layout = entry.check(root)
+    failed = bool(layout)
+    if layout:
+        print(f"{dataset}: {len(layout)} layout problem(s) at {root}")
+        for p in layout:
+            print(f"  - {p}")
+    else:
+        print(f"{dataset}: layout at {root} is complete")
+    for d in tasks:
+        problems = task_problems(d, root)
+        failed |= bool(problems)
+        print(f"  task {d.name}: {'ready' if not problems else 'NOT ready'}")
+        for p in problems:
+            print(f"      - {p}")
+    if failed:
+        print(f"How to get it: {entry.how_to_get} ({entry.homepage}; licence: {entry.licence})")
+    return 1 if failed else 0
 
 
 def _default_workers() -> int:
@@ -385,7 +433,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a protocol value of every task")
     p.add_argument("--root", help="explicit root folder of the tasks' dataset")
     p.add_argument("--data-root", help="folder holding the datasets (default: $TIPS_BENCH_DATA)")
-    p.add_argument("--cache-dir", help="feature cache folder (default: $TIPS_BENCH_CACHE or ~/.cache/tips-bench/features)")
+    p.add_argument("--cache-dir", help="feature cache folder (default: $TIPS_BENCH_CACHE or "
+                   "~/.cache/tips-bench/features)")
     p.add_argument("--device", default="cpu", help="torch device for the probes (default: cpu)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: 16)")
     p.add_argument("--num-workers", type=int, default=_default_workers(), help="data-loading worker processes")
@@ -440,7 +489,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub = p.add_subparsers(dest="data_command", metavar="{list,check}", required=True)
     q = dsub.add_parser("list", help="every dataset, where it is expected and whether it is found")
     q.set_defaults(func=cmd_data_list)
-    q = dsub.add_parser("check", help="validate a dataset's layout and counts; say what is missing and how to get it")
-    q.add_argument("name", help="dataset name (see 'tips-bench data list')")
+    q = dsub.add_parser("check", help="check that a task (or every task of a dataset) will find its data; say what "
+                        "is missing and how to get it")
+    q.add_argument("name", help="task name (its splits, dataset options and sample keys are checked) or dataset "
+                   "name (its layout, then every task that reads it); see 'tips-bench tasks' / 'data list'")
     q.add_argument("--root", help="dataset folder (default: data root / the official folder name)")
     q.set_defaults(func=cmd_data_check)

@@ -27,6 +27,7 @@ import torch
 
 from tips_bench.backbones.base import Backbone
 from tips_bench.frames import Frame, map_points, resize_nearest
+from tips_bench.precision import autocast
 from tips_bench.tasks.base import FeatureRequest
 
 SCALAR_TARGETS = ("label",)
@@ -135,8 +136,11 @@ def _as_list(batch: list[dict]) -> list[dict]:
 class ViewEncoder:
     """Encodes views of any sizes: groups them by size, fits them to the patch grid, runs the backbone."""
 
-    def __init__(self, backbone: Backbone, frame: Frame, request: FeatureRequest, batch_size: int):
+    def __init__(self, backbone: Backbone, frame: Frame, request: FeatureRequest, batch_size: int,
+                 precision: str = "fp32"):
         self.backbone, self.frame, self.request, self.batch_size = backbone, frame, request, batch_size
+        self.precision = precision
+        self.cuda = backbone.device.type == "cuda"
         self.layers = resolve_layers(backbone, request.layers) if request.layers != [] else []
         self.forward_items = 0
 
@@ -152,10 +156,13 @@ class ViewEncoder:
                 stacked = np.stack([views[i] for i in chunk])
                 pixels = torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div_(255.0)
                 pixels = self.frame.fit_pixels(pixels, fill=self.backbone.spec.mean)
+                if self.cuda:  # pinned host memory and an asynchronous copy overlap the transfer
+                    pixels = pixels.pin_memory().to(self.backbone.device, non_blocking=True)
                 targets = _stack_oracle([oracle[i] for i in chunk]) if oracle is not None else None
-                feats = self.backbone.encode_image(pixels, layers=self.layers or None,
-                                                   text_dense=self.request.text_dense,
-                                                   norm=self.request.layer_norm, targets=targets)
+                with autocast(self.precision, self.backbone.device):
+                    feats = self.backbone.encode_image(pixels, layers=self.layers or None,
+                                                       text_dense=self.request.text_dense,
+                                                       norm=self.request.layer_norm, targets=targets)
                 self.forward_items += len(chunk)
                 arrays = _feature_arrays(feats, self.layers, self.request)
                 for j, i in enumerate(chunk):

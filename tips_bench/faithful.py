@@ -66,8 +66,9 @@ def faithful_stream(task: Any, ctx: Any, layers: list[str], cls_names: list[str]
         while True:
             online.set_epoch(passes)
             source = produce_batches(backbone, online, 0, len(online), frame, request, batch, 0, counter=encoder)
-            yield from group_views(source, layers, cls_names, task.targets, batch)
-            ctx.timings["online_forward_views"] = encoder.forward_items
+            for views in group_views(source, layers, cls_names, task.targets, batch):
+                ctx.timings["online_forward_views"] = encoder.forward_items  # the loop may stop mid-pass
+                yield views
             passes += 1
 
     return in_the_loop, total

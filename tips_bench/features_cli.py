@@ -10,6 +10,7 @@ from tqdm import tqdm
 from tips_bench.atomic import atomic_path
 from tips_bench.errors import InputError
 from tips_bench.images import load_image, parse_size, to_tensor
+from tips_bench.precision import autocast, resolve_precision
 
 
 def parse_layers(text: str | None) -> list[int] | None:
@@ -33,6 +34,7 @@ def write_features(args: argparse.Namespace) -> None:
         from tips_bench.download import ensure_backbones
 
         ensure_backbones([(args.backbone, False)], checkpoint=args.checkpoint)
+    precision = resolve_precision(args.precision, args.device)
     backbone = _backbone_from_args(args)
     n = backbone.spec.native_resolution
     size = parse_size(args.image_size) if args.image_size else (n, n)
@@ -43,7 +45,8 @@ def write_features(args: argparse.Namespace) -> None:
     for start in tqdm(range(0, len(args.images), args.batch_size), desc="encoding", unit="batch",
                       disable=len(args.images) <= args.batch_size):
         paths = args.images[start : start + args.batch_size]
-        feats = backbone.encode_image(to_tensor([load_image(p, size) for p in paths]), layers=[*layers, last])
+        with autocast(precision, backbone.device):
+            feats = backbone.encode_image(to_tensor([load_image(p, size) for p in paths]), layers=[*layers, last])
         for name, value in feats.globals.items():
             out.setdefault(f"global_{name}", []).append(value.float().cpu().numpy())
         out.setdefault("patches", []).append(feats.patches[last].float().cpu().numpy())
@@ -51,6 +54,7 @@ def write_features(args: argparse.Namespace) -> None:
             out.setdefault(f"patches_layer{i}", []).append(feats.patches[i].float().cpu().numpy())
     arrays = {k: np.concatenate(v) for k, v in out.items()}
     arrays |= {"image_paths": np.array([str(p) for p in args.images]), "image_size": np.array(size),
+               "precision": np.array(precision),
                "backbone": np.array(backbone.name)}
     with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)

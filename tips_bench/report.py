@@ -69,6 +69,7 @@ def paper_lookup(paper: Iterable[dict[str, Any]] | None) -> dict[tuple[str, str,
 # ---------------------------------------------------------------- aggregation (pandas)
 
 AGG_KEY = ["backbone", "task", "task_version", "metric"]
+_MODE_LABEL = re.compile(r" \((cached|faithful)\)$")
 _NEWEST_COLUMNS = [
     "backbone_family", "dataset", "split", "higher_is_better", "protocol", "packages", "device", "wall_time_s",
     "images_per_s", "peak_memory_mb", "num_samples", "limit", "run_id", "timestamp", "time",
@@ -130,7 +131,9 @@ def comparison_frame(data: Rows, paper: Iterable[dict[str, Any]] | None = None,
     agg["column"] = pd.Categorical(agg["column"], categories=columns, ordered=True)
     agg = agg.sort_values(["column", "backbone"]).reset_index(drop=True)
     lookup = paper_lookup(paper)
-    refs = [lookup.get((b, t, m)) for b, t, m in zip(agg["backbone"], agg["task"], agg["metric"], strict=True)]
+    # '<task> (cached)' / '<task> (faithful)' rows compare with the paper's number of <task>, mode shown
+    refs = [lookup.get((b, _MODE_LABEL.sub("", t), m))
+            for b, t, m in zip(agg["backbone"], agg["task"], agg["metric"], strict=True)]
     agg["paper"] = [float(r["value"]) if r else float("nan") for r in refs]
     agg["paper_model"] = [r["paper_model"] if r else "" for r in refs]
     agg["paper_source"] = [r["source"] if r else "" for r in refs]

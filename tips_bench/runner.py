@@ -22,8 +22,11 @@ from tips_bench.backbones.checkpoints import weights_identity
 from tips_bench.backbones.spec import BackboneSpec, get_backbone_spec
 from tips_bench.cache import CacheEntry, FeatureCache, shard_size_for
 from tips_bench.data.catalog import open_dataset
+from tips_bench.distributed import DistInfo
+from tips_bench.errors import CapabilityError, TipsBenchError
 from tips_bench.extract import ViewEncoder, bytes_per_item, produce_batches, resolve_layers
 from tips_bench.frames import Frame
+from tips_bench.precision import resolve_precision
 from tips_bench.results import ResultRow, ResultsStore, capture_provenance, config_hash, new_run_id, utc_now
 from tips_bench.tasks.base import EvalContext, FeatureRequest, Task, get_task_definition, make_task
 
@@ -48,6 +51,7 @@ class RunOptions:
     arch: str | None = None
     init_seed: int = 0
     compile: bool = False
+    precision: str | None = None  # fp32 / bf16 / fp16; None = bf16 on CUDA, fp32 on CPU
     overrides: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -102,9 +106,11 @@ def _dataset_fingerprint(ds: Any) -> dict[str, Any]:
 class Runner:
     """Runs cells and appends their rows to a results store."""
 
-    def __init__(self, store: ResultsStore | None = None, cache: FeatureCache | None = None):
+    def __init__(self, store: ResultsStore | None = None, cache: FeatureCache | None = None,
+                 dist: DistInfo | None = None):
         self.store = store
         self.cache = cache or FeatureCache()
+        self.dist = dist or DistInfo()
         self.last_forward_items = 0
 
     def run(self, backbone: str, task_name: str, opts: RunOptions) -> list[ResultRow]:
@@ -126,6 +132,8 @@ class Runner:
         for role, ds in datasets.items():
             request = build_request(task, role, spec)
             entries[role] = self.extract(ds, request, frame, lazy, identity, opts, f"{task.d.name}/{role}", stats)
+        if not self.dist.is_main:  # other ranks only help fill the cache; rank 0 evaluates and writes the rows
+            return []
         first = next(iter(entries.values()))
         layer_names = sorted((n for n in first.array_names() if n.startswith(("patches_", "a_patches_"))),
                              key=lambda s: int(s.rsplit("_", 1)[1]))
@@ -145,7 +153,20 @@ class Runner:
         rows = self._rows(task, spec, opts, metrics, ctx, identity, wall, stats, datasets)
         if self.store is not None:
             self.store.append(rows)
+            self._save_examples(rows, task, ctx)
         return rows
+
+    def _save_examples(self, rows: list[ResultRow], task: Task, ctx: EvalContext) -> None:
+        """A few evaluation images with ground truth and prediction, for ``report --html``'s dense panels."""
+        examples = ctx.extra.get("examples")
+        if not examples or not rows:
+            return
+        from tips_bench.artifacts import save_examples
+
+        ds = ctx.datasets["eval"]
+        items = [{**{k: v for k, v in ex.items() if k != "index"}, "image": np.asarray(ds[ex["index"]]["image"])}
+                 for ex in examples]
+        save_examples(self.store.path, rows[0].run_id, rows[0].backbone, task.d.name, items)
 
     def open_split(self, task: Task, role: str, split: Any, frame: Frame, opts: RunOptions) -> Any:
         """The dataset of one of a task's roles (synthetic ones rendered at the frame's size), limited."""
@@ -160,6 +181,7 @@ class Runner:
         """The cache entry of a dataset's features under a frame and request, filled if it is missing."""
         spec = lazy.spec
         fields = {"weights": identity, "backbone": spec.name, "frame": frame.describe(), "request": asdict(request),
+                  "precision": resolve_precision(opts.precision, opts.device),
                   "normalization": [spec.mean, spec.std], "pos_embed": spec.pos_embed_interpolation,
                   "dataset": _dataset_fingerprint(ds), "pipeline": PIPELINE_VERSION}
         entry = self.cache.entry(fields)
@@ -180,7 +202,8 @@ class Runner:
         entry.check_free_space(entry.estimate_fill_bytes(per_item))
         missing = sum(s.stop - s.start for s in entry.missing_shards())
         bar = tqdm(total=missing, desc=f"extract {desc}", unit="img", disable=not opts.progress, leave=False)
-        encoder = ViewEncoder(backbone, frame, request, opts.batch_size)
+        encoder = ViewEncoder(backbone, frame, request, opts.batch_size,
+                              precision=resolve_precision(opts.precision, opts.device))
 
         def produce(lo: int, hi: int):
             for batch in produce_batches(backbone, ds, lo, hi, frame, request, opts.batch_size, opts.num_workers,
@@ -221,7 +244,8 @@ class Runner:
                     "splits": {r: asdict(s) for r, s in d.splits.items()}, **d.protocol,
                     "frame_resolved": ctx.frame.describe() if ctx.frame else None,
                     "resolution_used": list(task.resolution(spec)), "global_token": ctx.global_name,
-                    "layers_cached": ctx.layer_names, "limit": opts.limit, "pipeline": PIPELINE_VERSION}
+                    "layers_cached": ctx.layer_names, "limit": opts.limit, "pipeline": PIPELINE_VERSION,
+                    "precision": resolve_precision(opts.precision, opts.device)}
         # the configuration alone (no timings), so that identical runs share one hash
         cfg = config_hash({"protocol": protocol, "weights": identity, "seed": opts.seed})
         protocol["timings"] = ctx.timings
@@ -328,16 +352,34 @@ class _Limited:
         return getattr(self._ds, name)
 
 
+def applicable_overrides(task: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The ``--set`` pairs whose top-level key the task's protocol has."""
+    protocol = get_task_definition(task).protocol
+    return {k: v for k, v in overrides.items() if k.split(".")[0] in protocol}
+
+
+def overrides_per_task(tasks: Sequence[str], overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """One ``--set`` list serves several tasks: each takes the keys its protocol has; a key no task has is an
+    error (a typo must not pass silently)."""
+    per_task = {task: applicable_overrides(task, overrides) for task in tasks}
+    unused = [k for k in overrides if not any(k in o for o in per_task.values())]
+    if unused:
+        raise TipsBenchError(f"--set {unused[0]} is not a protocol key of {', '.join(tasks)}; see 'tips-bench tasks' "
+                             "and docs/tasks.md for each task type's keys")
+    return per_task
+
+
 def run_grid(backbones: Sequence[tuple[str, bool]], tasks: Sequence[str], seeds: Sequence[int], opts: RunOptions,
              runner: Runner) -> list[ResultRow]:
     """Run every (backbone, random_init) x task x seed cell; a cell a backbone cannot do is skipped."""
-    from tips_bench.errors import CapabilityError
 
+    per_task = overrides_per_task(tasks, opts.overrides)
     rows: list[ResultRow] = []
     for name, random_init in backbones:
         for task in tasks:
             for seed in seeds:
-                cell = RunOptions(**{**asdict(opts), "random_init": random_init, "seed": seed})
+                cell = RunOptions(**{**asdict(opts), "random_init": random_init, "seed": seed,
+                                     "overrides": per_task[task]})
                 try:
                     rows += runner.run(name, task, cell)
                 except CapabilityError as exc:

@@ -31,7 +31,7 @@ import numpy as np
 from tips_bench.backbones.spec import get_backbone_spec
 from tips_bench.frames import Frame, map_points, resize_nearest
 from tips_bench.metrics import SegmentationMeter, correspondence_recall, pck, retrieval_recall
-from tips_bench.runner import Runner, RunOptions
+from tips_bench.runner import Runner, RunOptions, overrides_per_task
 from tips_bench.tasks.base import TaskDefinition, get_task_definition, make_task
 
 ORACLE = "oracle"
@@ -71,8 +71,9 @@ def threshold_for(task_type: str, optimum: float, higher: bool) -> float:
 def run_selftest(tasks: Sequence[str], runner: Runner, opts: RunOptions) -> list[Check]:
     """Run each task on the oracle and determine its optimum (module docstring)."""
     checks = []
+    per_task = overrides_per_task(tasks, opts.overrides)
     for name in tasks:
-        task_opts = replace(opts, overrides=applicable_overrides(name, opts.overrides))
+        task_opts = replace(opts, overrides=per_task[name])
         d = get_task_definition(name).with_overrides(task_opts.overrides)
         rows = runner.run(ORACLE, name, task_opts)
         score = next(r.value for r in rows if r.metric == d.headline)
@@ -80,12 +81,6 @@ def run_selftest(tasks: Sequence[str], runner: Runner, opts: RunOptions) -> list
         higher = d.higher_is_better[d.headline]
         checks.append(Check(name, d.headline, higher, score, optimum, threshold_for(d.type, optimum, higher), how))
     return checks
-
-
-def applicable_overrides(task: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The ``--set`` pairs whose top-level key the task's protocol has (one --set serves a whole suite)."""
-    protocol = get_task_definition(task).protocol
-    return {k: v for k, v in overrides.items() if k.split(".")[0] in protocol}
 
 
 def optimum_for(d: TaskDefinition, runner: Runner, opts: RunOptions) -> tuple[float, str]:
@@ -186,7 +181,7 @@ def _snapped_pck(d: TaskDefinition, ds: Any, frame: Frame) -> float:
         s = ds[i]
         size_b = np.asarray(s["image_b"]).shape[:2]
         resized = frame.resized_size(*size_b)
-        cell = (resized[0] / (resized[0] // frame.patch * upsample), resized[1] / (resized[1] // frame.patch * upsample))
+        cell = tuple(side / (side // frame.patch * upsample) for side in resized)
         pts = map_points(np.asarray(s["points_b"], np.float32)[:k], size_b, resized)
         snapped = np.stack([(np.floor((pts[:, 0] + 0.5) / cell[1]) + 0.5) * cell[1] - 0.5,
                             (np.floor((pts[:, 1] + 0.5) / cell[0]) + 0.5) * cell[0] - 0.5], axis=-1)

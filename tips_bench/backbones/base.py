@@ -114,7 +114,7 @@ class Backbone(ABC):
         self.check_size(pixels.shape[-2], pixels.shape[-1])
         if text_dense and not self.spec.can("text"):
             raise CapabilityError(f"{self.name} has no text tower, so it has no text-aligned dense features")
-        x = self.normalize(pixels.to(self.device, torch.float32))
+        x = self.normalize(pixels.to(self.device, torch.float32))  # autocast (if any) lowers the matmuls
         if self.sees_targets:
             return self._encode(x, self.resolve_layers(layers), text_dense, norm=norm, targets=targets or {})
         return self._encode(x, self.resolve_layers(layers), text_dense, norm=norm)
