@@ -82,22 +82,24 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
-    parser.add_argument("--bf16", action="store_true", help="also run fused attention in bf16 autocast (GPU)")
+    parser.add_argument("--bf16", action="store_true", help="also run fused attention in bf16 autocast (tips-bench's "
+                        "--precision bf16, the default on CUDA)")
     args = parser.parse_args()
     variants = ["plain", "fused"] + ([] if args.no_compile else ["fused+compile"])
     variants += ["fused-bf16"] if args.bf16 else []
     print(f"device={args.device} threads={torch.get_num_threads()} batch={args.batch} iters={args.iters}")
-    header = ("arch", "size", "variant", "img/s", "speed-up", "peak MB", "mem ratio", "max|diff|")
-    print("{:5} {:>5} {:15} {:>8} {:>9} {:>9} {:>9} {:>10}".format(*header))
+    header = ("arch", "size", "variant", "img/s", "speed-up", "peak MB", "mem ratio", "max|diff|", "rel diff")
+    print("{:5} {:>5} {:15} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9}".format(*header))
     for arch in args.arch:
         for size in args.sizes:
             base = measure(arch, "plain", size, args.batch, args.iters, args.device)
             for variant in variants:
                 res = base if variant == "plain" else measure(arch, variant, size, args.batch, args.iters, args.device)
                 diff = float(np.abs(res["out"] - base["out"]).max())
+                rel = diff / max(float(np.abs(base["out"]).max()), 1e-12)  # of the largest feature value
                 print(f"{arch:5} {size:5d} {variant:15} {res['images_per_s']:8.2f} "
                       f"{res['images_per_s'] / base['images_per_s']:8.2f}x {res['peak_mb']:9.0f} "
-                      f"{res['peak_mb'] / max(base['peak_mb'], 1e-9):8.2f}x {diff:10.2e}", flush=True)
+                      f"{res['peak_mb'] / max(base['peak_mb'], 1e-9):8.2f}x {diff:10.2e} {rel:9.2e}", flush=True)
 
 
 if __name__ == "__main__":
