@@ -152,9 +152,17 @@ def knn_predict_stream(
                 y = _to_tensor(labels, d, torch.int64).flatten()
                 _check_block(x, y, q.shape[1], num_classes)
                 for ti, sl in enumerate(tiles):
-                    vals, idx = _stable_topk(q[sl] @ x.T, min(k_max, x.shape[0]))
+                    sims = q[sl] @ x.T
+                    k_new, top = min(k_max, x.shape[0]), run[ti]
+                    if top is not None and top[0].shape[1] == k_max:
+                        # a full running list: only similarities above its last one can enter (an equal one
+                        # has a higher train index and ranks after it), so take at most that many per row
+                        k_new = min(k_new, int(torch.count_nonzero(sims > top[0][:, -1:], dim=1).max()))
+                        if k_new == 0:
+                            continue
+                    vals, idx = _stable_topk(sims, k_new)
                     new = (vals, idx + seen, y[idx])
-                    run[ti] = new if run[ti] is None else _merge_topk(run[ti], new, k_max)
+                    run[ti] = new if top is None else _merge_topk(top, new, k_max)
                 seen += x.shape[0]
                 bar.update(x.shape[0])
             if seen == 0:
