@@ -79,7 +79,7 @@ def _entry_at(path: Path):
     return entry
 
 
-def measure(kind: str, train_path: Path, val_path: Path, epochs: int) -> dict:
+def measure(kind: str, train_path: Path, val_path: Path, epochs: int, device: str = "cpu") -> dict:
     """Run one measurement in this (fresh) process and return its figures."""
     from dataclasses import replace
 
@@ -97,7 +97,7 @@ def measure(kind: str, train_path: Path, val_path: Path, epochs: int) -> dict:
     if kind == "knn_in_memory":
         x, y = train.read(KEY, dtype=np.float32), train.read("label").astype(np.int64)
         q, qy = val.read(KEY, dtype=np.float32), val.read("label").astype(np.int64)
-        preds = knn_predict(x, y, q, CLASSES, ks=(10, 20, 100, 200))
+        preds = knn_predict(x, y, q, CLASSES, ks=(10, 20, 100, 200), device=device)
         out["top1"] = float((preds[20] == qy).mean() * 100)
     else:
         name = "imagenet_knn" if kind == "knn" else "imagenet_linear"
@@ -107,17 +107,20 @@ def measure(kind: str, train_path: Path, val_path: Path, epochs: int) -> dict:
         datasets = {"train": _Info("train"), "eval": _Info("val")}
         ctx = EvalContext(entries={"train": train, "eval": val}, datasets=datasets,
                           backbone=get_backbone_spec("dinov2_l14"), global_name="cls", layer_names=[],
-                          encode_texts=lambda texts: np.zeros((0, 1)), seed=0, device="cpu", batch_size=1024,
+                          encode_texts=lambda texts: np.zeros((0, 1)), seed=0, device=device, batch_size=1024,
                           progress=False)
         metrics = make_task(d).evaluate(ctx)
         out |= {"top1": metrics["top1"], "timings": ctx.timings}
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     out |= {"kind": kind, "wall_s": time.perf_counter() - t0, "peak_rss_mb": _status_mb("VmHWM"),
-            "base_rss_mb": base_rss, "threads": torch.get_num_threads()}
+            "base_rss_mb": base_rss, "threads": torch.get_num_threads(), "device": device}
     return out
 
 
-def run_child(kind: str, train: Path, val: Path, epochs: int, timeout: float) -> dict:
-    cmd = [sys.executable, __file__, "--child", kind, str(train), str(val), str(epochs)]
+def run_child(kind: str, train: Path, val: Path, epochs: int, timeout: float, device: str = "cpu") -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, str(train), str(val), str(epochs), device]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise SystemExit(f"{kind} measurement failed:\n{proc.stderr[-3000:]}")
@@ -140,11 +143,12 @@ def main(argv: list[str] | None = None) -> None:
                     "about 8 bytes x train rows x dim of RAM)")
     ap.add_argument("--workdir", type=Path, help="folder for the cache entries (default: a temporary folder, removed)")
     ap.add_argument("--timeout", type=float, default=4 * 3600, help="seconds allowed per measurement")
-    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--device", default="cpu", help="torch device of the probes (default cpu; e.g. cuda)")
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        kind, train, val, epochs = args.child
-        print(json.dumps(measure(kind, Path(train), Path(val), int(epochs))))
+        kind, train, val, epochs, *device = args.child
+        print(json.dumps(measure(kind, Path(train), Path(val), int(epochs), *device)))
         return
     if not 0 < args.fraction <= 0.5:
         ap.error("--fraction must be in (0, 0.5] (the second run uses 2 x fraction)")
@@ -170,21 +174,23 @@ def report(args: argparse.Namespace, work: Path) -> None:
     rows = []
     for kind in kinds:
         for n, train in zip(sizes, trains, strict=True):
-            r = run_child(kind, train, val, args.linear_epochs, args.timeout)
+            r = run_child(kind, train, val, args.linear_epochs, args.timeout, args.device)
             r["n_train"] = n
             rows.append(r)
-            print(f"  {kind:14s} n_train={n:>9,}  {r['wall_s']:8.1f}s  peak RSS {r['peak_rss_mb']:7.0f} MB  "
+            gpu = f"  peak GPU {r['peak_gpu_mb']:7.0f} MB" if "peak_gpu_mb" in r else ""
+            print(f"  {kind:14s} n_train={n:>9,}  {r['wall_s']:8.1f}s  peak RSS {r['peak_rss_mb']:7.0f} MB{gpu}  "
                   f"top1 {r['top1']:.2f}", flush=True)
     print_table(rows, n_val, args)
 
 
 def print_table(rows: list[dict], n_val: int, args: argparse.Namespace) -> None:
-    print(f"\nval rows: {n_val:,}; dim {args.dim}; threads {rows[0]['threads']}; linear epochs run: "
-          f"{args.linear_epochs} (protocol: 10); load average at the end {os.getloadavg()[0]:.1f}; last column = "
+    print(f"\nval rows: {n_val:,}; dim {args.dim}; device {args.device}; threads {rows[0]['threads']}; linear epochs "
+          f"run: {args.linear_epochs} (protocol: 10); load average at the end {os.getloadavg()[0]:.1f}; last column = "
           "wall time scaled to 1,281,167 train x 50,000 val rows (kNN) or x 10 epochs (linear), an extrapolation\n")
+    gpu = "peak_gpu_mb" in rows[0]
     print("| probe | train rows | wall s | peak RSS MB | RSS above imports MB | RSS ratio 2x/1x | "
-          "extrapolated full ImageNet s |")
-    print("|---|---|---|---|---|---|---|")
+          + ("peak GPU MB | " if gpu else "") + "extrapolated full ImageNet s |")
+    print("|---" * (8 if gpu else 7) + "|")
     by_kind: dict[str, list[dict]] = {}
     for r in rows:
         by_kind.setdefault(r["kind"], []).append(r)
@@ -194,8 +200,9 @@ def print_table(rows: list[dict], n_val: int, args: argparse.Namespace) -> None:
             scale = TRAIN / r["n_train"]
             full = r["wall_s"] * scale * (VAL / n_val if kind.startswith("knn") else 10 / args.linear_epochs)
             cell = f"**{ratio:.2f}x**" if i == 1 else ""
+            g = f"{r['peak_gpu_mb']:.0f} | " if gpu else ""
             print(f"| {kind} | {r['n_train']:,} | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | "
-                  f"{r['peak_rss_mb'] - r['base_rss_mb']:.0f} | {cell} | {full:,.0f} |")
+                  f"{r['peak_rss_mb'] - r['base_rss_mb']:.0f} | {cell} | {g}{full:,.0f} |")
     for r in rows:
         t = r.get("timings") or {}
         if r["kind"] == "linear" and "chosen_lr" in t:

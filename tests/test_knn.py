@@ -168,6 +168,20 @@ def test_streamed_knn_equals_in_memory_and_brute_force_with_exact_ties(seed, ks)
         np.testing.assert_array_equal(streamed[k], want[k])
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_streamed_knn_gives_the_reference_predictions_on_every_available_device(device) -> None:
+    train, labels, test = _tied_data(3)
+    ks = (1, 3, 10)
+    want = _reference_knn(train.astype(np.float64), labels, test.astype(np.float64), 5, ks, 0.07)
+    got = knn_predict_stream(_pieces(train, labels, 13), [test], 5, ks=ks, chunk_rows=8, query_tile=4, train_tile=7,
+                             device=device)
+    for k in ks:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
 def test_streamed_knn_equals_in_memory_on_random_features_for_any_memory_budget() -> None:
     rng = np.random.default_rng(5)
     train = rng.normal(size=(400, 24)).astype(np.float32)

@@ -106,15 +106,20 @@ def test_parallel_heads_train_exactly_as_separate_runs(tmp_path) -> None:
     assert not torch.equal(other.heads[0].weight, grid.heads[0].weight)
 
 
-def test_best_head_is_picked_on_held_out_train_and_scored_on_eval(tmp_path) -> None:
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_best_head_is_picked_on_held_out_train_and_scored_on_eval(tmp_path, device) -> None:
     x, y = _clusters(400, seed=2)
     xt, yt = _clusters(100, seed=2)  # the same centres (same seed), other points
     train, test = _entry(tmp_path / "a", x, y), _entry(tmp_path / "b", xt, yt)
     cfg = LinearProbeConfig(lrs=(1e-7, 0.1), epochs=5, batch_size=64, optimizer="sgd", init="normal",
                             standardize=False, val_fraction=0.25)
-    result = train_linear_grid(train, KEY, 4, cfg, seed=0)
+    result = train_linear_grid(train, KEY, 4, cfg, seed=0, device=device)
+    assert result.heads[0].weight.device.type == device
     assert result.chosen == 1 and result.heldout_top1[1] == 100.0 and result.heldout_top1[0] < 100.0
-    assert result.evaluate(test, KEY) == {"top1": 100.0, "top5": 100.0}
+    assert result.evaluate(test, KEY, device) == {"top1": 100.0, "top5": 100.0}
 
 
 def test_a_diverging_head_is_never_chosen(tmp_path) -> None:
