@@ -240,14 +240,17 @@ class CacheEntry:
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size and (rows[0] < 0 or rows[-1] >= self.num_items or np.any(np.diff(rows) < 0)):
             raise ValueError(f"rows must be ascending indices in [0, {self.num_items})")
-        parts = []
+        out: np.ndarray | None = None
         for shard in self.shards():
             lo, hi = np.searchsorted(rows, [shard.start, shard.stop])
             if lo < hi:
-                parts.append(_cast(self._open(shard, name)[rows[lo:hi] - shard.start], dtype))
-        if not parts:
+                part = _cast(self._open(shard, name)[rows[lo:hi] - shard.start], dtype)
+                if out is None:
+                    out = np.empty((len(rows), *part.shape[1:]), dtype=part.dtype)
+                out[lo:hi] = part
+        if out is None:
             return np.zeros((0, *self.item_shape(name)), dtype=dtype)
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return out
 
     def iter_batches(self, names: Iterable[str], batch_size: int, seed: int | None = None,
                      dtype: Any = np.float32) -> Iterator[dict[str, np.ndarray]]:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from tips_bench.cache import CacheEntry
 from tips_bench.metrics import top_k_accuracy
-from tips_bench.probes.stream import concat_rows, rechunk
+from tips_bench.probes.stream import rechunk
 from tips_bench.probes.training import LR_SCHEDULES, OPTIMIZERS, deterministic, lr_factor
 
 __all__ = ["INITS", "LinearGridResult", "LinearProbeConfig", "holdout_mask", "train_linear_grid"]
@@ -172,13 +172,20 @@ def _feature_stats(entry: CacheEntry, key: str, keep: np.ndarray) -> tuple[np.nd
 
 def _shuffled_batches(entry: CacheEntry, key: str, keep: np.ndarray, cfg: LinearProbeConfig, seed: int, epoch: int
                       ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One epoch of the kept rows in batches: blocks in random order, gathered by windows, shuffled per window."""
-    n, block, bs = len(keep), cfg.shuffle_block, cfg.batch_size
+    """One epoch of the kept rows in batches: blocks in random order, gathered by windows, shuffled per window.
+
+    Batches are consecutive runs of ``batch_size`` rows of that order (across window boundaries); the last may be
+    short. The order depends on (seed, epoch, number of rows, ``shuffle_block``, ``shuffle_window``) only.
+    """
     rng = np.random.default_rng([seed % 2**32, epoch])
+    return rechunk(_window_pieces(entry, key, keep, cfg, rng), cfg.batch_size)
+
+
+def _window_pieces(entry: CacheEntry, key: str, keep: np.ndarray, cfg: LinearProbeConfig, rng: np.random.Generator
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    n, block = len(keep), cfg.shuffle_block
     order = rng.permutation(-(-n // block))
     per_window = max(1, cfg.shuffle_window // block)
-    carry: list[tuple[np.ndarray, np.ndarray]] = []
-    carried = 0
     for w in range(0, len(order), per_window):
         starts = np.sort(order[w : w + per_window]) * block
         rows = (starts[:, None] + np.arange(block)).ravel()
@@ -188,24 +195,10 @@ def _shuffled_batches(entry: CacheEntry, key: str, keep: np.ndarray, cfg: Linear
             continue
         x, y = entry.read_rows(key, rows, dtype=None), entry.read_rows(LABEL, rows, dtype=None)
         perm = rng.permutation(len(rows))
-        i = 0
-        if carried:
-            take = perm[: bs - carried]
-            carry.append((x[take], y[take]))
-            carried += len(take)
-            i = len(take)
-            if carried < bs:
-                continue
-            yield concat_rows(carry)
-            carry, carried = [], 0
-        while i + bs <= len(perm):
-            take = perm[i : i + bs]
+        for i in range(0, len(perm), cfg.batch_size):
+            take = perm[i : i + cfg.batch_size]
             yield x[take], y[take]
-            i += bs
-        if i < len(perm):
-            carry, carried = [(x[perm[i:]], y[perm[i:]])], len(perm) - i
-    if carried:
-        yield concat_rows(carry)
+        del x, y  # release this window before the next one is read
 
 
 def _make_heads(dim: int, num_classes: int, count: int, init: str) -> nn.ModuleList:
