@@ -200,7 +200,7 @@ def test_knn_chunk_rows_follows_the_memory_budget() -> None:
     small = knn_chunk_rows(128, dim=1024, k_max=200, num_classes=1000)
     large = knn_chunk_rows(1024, dim=1024, k_max=200, num_classes=1000)
     assert small % 256 == 0 and large % 256 == 0 and 256 <= small < large
-    # per query: features as read + normalised (8 KiB) and its top-200 (4 KB): 1 GiB leaves room for > 50k queries
+    # per query: features as read, regrouped, normalised (12 KiB) and its top-200 (4 KB): 1 GiB holds > 50k queries
     assert large >= 50_000
     with pytest.raises(ValueError, match="memory_mb=1 is too small"):
         knn_chunk_rows(1, dim=1024, k_max=200, num_classes=1000)

@@ -82,13 +82,14 @@ def knn_chunk_rows(memory_mb: float, dim: int, k_max: int, num_classes: int, que
     """Queries per pass over the train set so that the kNN's working arrays fit in ``memory_mb`` MiB.
 
     Counted: one train block (as read, concatenated and normalised, float32), one tile's similarities and
-    top-k temporaries, its class votes, and per query its normalised features (as read and normalised) and its
-    running top-k (similarity, index, label). Not counted: the interpreter, libraries and the memory-mapped cache
-    shard being read. The result is a multiple of the query tile; ValueError when not even one tile fits.
+    top-k temporaries, its class votes, and per query its features (as read, regrouped and normalised, float32)
+    and its running top-k (similarity, index, label). Not counted: the interpreter, libraries and the
+    memory-mapped cache shard being read. The result is a multiple of the query tile; ValueError when not even
+    one tile fits.
     """
     qt, tt = query_tile or QUERY_TILE, train_tile or TRAIN_TILE
     fixed = 3 * 4 * tt * dim + qt * tt * (4 + 4 + 8) + qt * 2 * k_max * (4 + 8 + 8) * 2 + 2 * 8 * qt * num_classes
-    per_query = 2 * 4 * dim + k_max * (4 + 8 + 8)
+    per_query = 3 * 4 * dim + k_max * (4 + 8 + 8)
     budget = int(memory_mb * 2**20) - fixed
     rows = budget // per_query // qt * qt
     if rows < qt:
