@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -248,35 +249,10 @@ def train_linear_grid(entry: CacheEntry, key: str, num_classes: int, cfg: Linear
     cuda = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
     with deterministic(seed, cuda):
         heads = _make_heads(dim, num_classes, len(cfg.lrs), cfg.init).to(device)
-        optimizer = _optimizer(heads, cfg)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, total, warmup, cfg.lr_schedule))
-        alive = torch.ones(len(heads), dtype=torch.bool)
-        heads.train()
-        with tqdm(total=total, desc=desc, leave=False, disable=not progress) as bar:
-            for epoch in range(cfg.epochs):
-                sums = torch.zeros(len(heads), dtype=torch.float64)
-                count = 0
-                for xb, yb in _shuffled_batches(entry, key, fit, cfg, seed, epoch):
-                    x = result.prepare(xb, device)
-                    y = torch.from_numpy(yb.astype(np.int64)).to(device)
-                    losses = torch.stack([F.cross_entropy(h(x), y) for h in heads])
-                    values = losses.detach().double().cpu()
-                    alive &= torch.isfinite(values)
-                    if not alive.any():
-                        raise FloatingPointError(f"{desc}: the loss of every head became non-finite at epoch {epoch}")
-                    optimizer.zero_grad(set_to_none=True)
-                    losses.sum().backward()  # heads share no parameter: each gets the gradient of its own loss
-                    optimizer.step()
-                    scheduler.step()
-                    sums += values
-                    count += 1
-                    bar.update(1)
-                    if progress:
-                        bar.set_postfix(epoch=epoch, loss=f"{float(values[alive].min()):.4g}", refresh=False)
-        heads.eval()
+        batches = partial(_shuffled_batches, entry, key, fit, cfg, seed)  # batches(epoch)
+        alive, last_losses = _fit(heads, batches, result.prepare, cfg, total, warmup, device, progress, desc)
     result.heads, result.steps = heads, total
-    result.final_loss = [float(v) if a else float("nan") for v, a in zip(sums / max(count, 1), alive, strict=True)]
+    result.final_loss = [float(v) if a else float("nan") for v, a in zip(last_losses, alive, strict=True)]
     result.train_seconds = time.perf_counter() - start
     if result.n_heldout:
         result.heldout_top1 = _heldout_top1(entry, key, heldout, result, alive, device)
@@ -285,6 +261,42 @@ def train_linear_grid(entry: CacheEntry, key: str, num_classes: int, cfg: Linear
     else:
         result.chosen = int(torch.nonzero(alive)[0])
     return result
+
+
+def _fit(heads: nn.ModuleList, batches: Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]],
+         prepare: Callable[[np.ndarray, str | torch.device], torch.Tensor], cfg: LinearProbeConfig, total: int,
+         warmup: int, device: str | torch.device, progress: bool, desc: str) -> tuple[torch.Tensor, list[float]]:
+    """The training loop: every head on every batch, each at its own lr x the schedule's factor of the step.
+
+    Returns which heads stayed finite and each head's mean loss over the last epoch.
+    """
+    optimizer = _optimizer(heads, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup,
+                                                                                    cfg.lr_schedule))
+    alive = torch.ones(len(heads), dtype=torch.bool)
+    sums, count = torch.zeros(len(heads), dtype=torch.float64), 0
+    heads.train()
+    with tqdm(total=total, desc=desc, leave=False, disable=not progress) as bar:
+        for epoch in range(cfg.epochs):
+            sums, count = torch.zeros(len(heads), dtype=torch.float64), 0
+            for xb, yb in batches(epoch):
+                x, y = prepare(xb, device), torch.from_numpy(yb.astype(np.int64)).to(device)
+                losses = torch.stack([F.cross_entropy(h(x), y) for h in heads])
+                values = losses.detach().double().cpu()
+                alive &= torch.isfinite(values)
+                if not alive.any():
+                    raise FloatingPointError(f"{desc}: the loss of every head became non-finite at epoch {epoch}")
+                optimizer.zero_grad(set_to_none=True)
+                losses.sum().backward()  # heads share no parameter: each gets the gradient of its own loss
+                optimizer.step()
+                scheduler.step()
+                sums += values
+                count += 1
+                bar.update(1)
+                if progress:
+                    bar.set_postfix(epoch=epoch, loss=f"{float(values[alive].min()):.4g}", refresh=False)
+    heads.eval()
+    return alive, (sums / max(count, 1)).tolist()
 
 
 @torch.inference_mode()
