@@ -562,6 +562,27 @@ class CacheEntry:
             return items
         return np.concatenate([np.asarray(self._open(s, name), dtype=dtype) for s in shards])
 
+    def read_rows(self, name: str, rows: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+        """The given rows (ascending global item indices, any shards) of one array, copied out in that order.
+
+        Each shard holding some of the rows is memory-mapped once and released after the copy, so memory
+        stays bounded by the result plus the touched pages of one shard (for shuffled streaming in blocks).
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows[0] < 0 or rows[-1] >= self.num_items or np.any(np.diff(rows) < 0)):
+            raise ValueError(f"rows must be ascending indices in [0, {self.num_items})")
+        out: np.ndarray | None = None
+        for shard in self.shards():
+            lo, hi = np.searchsorted(rows, [shard.start, shard.stop])
+            if lo < hi:
+                part = _cast(self._open(shard, name)[rows[lo:hi] - shard.start], dtype)
+                if out is None:
+                    out = np.empty((len(rows), *part.shape[1:]), dtype=part.dtype)
+                out[lo:hi] = part
+        if out is None:
+            return np.zeros((0, *self.item_shape(name)), dtype=dtype)
+        return out
+
     def iter_batches(self, names: Iterable[str], batch_size: int, seed: int | None = None,
                      dtype: Any = np.float32) -> Iterator[dict[str, np.ndarray | list[np.ndarray]]]:
         """Stream batches shard by shard (shuffled shard order and rows when ``seed`` is set).

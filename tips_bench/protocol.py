@@ -224,6 +224,7 @@ class KnnProtocol(BaseProtocol):
     ks: list[PositiveInt] = Field(default_factory=lambda: [10, 20, 100, 200])
     temperature: PositiveFloat = 0.07
     headline_k: PositiveInt = 20
+    memory_mb: PositiveFloat = 512.0  # working memory of the streamed kNN; no effect on the scores
 
     @model_validator(mode="after")
     def _headline_in_ks(self) -> KnnProtocol:
@@ -232,8 +233,33 @@ class KnnProtocol(BaseProtocol):
         return self
 
 
+class LinearProbeSpec(ProbeSpec):
+    """The linear probe on global embeddings (DINOv2's linear evaluation as parallel heads).
+
+    ``lr_grid``: one head per learning rate, trained in the same pass (default: ``[lr]``), each scaled by
+    ``batch_size / lr_reference_batch`` when that is set; the best head is picked by top-1 on ``val_fraction`` of
+    train (seeded by ``val_seed``). ``init``: torch's default or DINOv2's N(0, 0.01). Epoch order: blocks of
+    ``shuffle_block`` rows in random order, shuffled ``shuffle_window`` rows at a time (bounded memory).
+    """
+
+    lr_grid: list[PositiveFloat] | None = None
+    lr_reference_batch: PositiveFloat | None = None
+    init: Literal["torch", "normal"] = "torch"
+    val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    val_seed: int = 0
+    shuffle_block: PositiveInt = 32
+    shuffle_window: PositiveInt = 65536
+
+    @model_validator(mode="after")
+    def _grid_needs_holdout(self) -> LinearProbeSpec:
+        if self.lr_grid and len(self.lr_grid) > 1 and self.val_fraction <= 0:
+            raise ValueError("a learning-rate grid needs val_fraction > 0 to pick its head")
+        return self
+
+
 class LinearClassificationProtocol(BaseProtocol):
-    probe: ProbeSpec = Field(default_factory=lambda: ProbeSpec(epochs=100, batch_size=256))
+    probe: LinearProbeSpec = Field(default_factory=lambda: LinearProbeSpec(epochs=100, batch_size=256))
+    standardize: bool = True
 
 
 class KnnRetrievalProtocol(BaseProtocol):

@@ -8,11 +8,14 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from tips_bench.metrics import top_k_accuracy
-from tips_bench.probes.knn import knn_predict, knn_retrieval_recall_at_1
-from tips_bench.probes.training import schedule_from_protocol, train_probe
+from tips_bench.errors import TipsBenchError
+from tips_bench.probes.knn import TRAIN_TILE, knn_chunk_rows, knn_predict_stream, knn_retrieval_recall_at_1
+from tips_bench.probes.linear import LinearProbeConfig, train_linear_grid
 from tips_bench.tasks.base import EvalContext, FeatureRequest, Task, register_task_type
 from tips_bench.tasks.common import global_key, num_classes
+
+#: Working memory of the streamed kNN when the protocol sets no ``memory_mb``.
+DEFAULT_KNN_MEMORY_MB = 512
 
 
 def _globals_and_labels(ctx: EvalContext, role: str) -> tuple[np.ndarray, np.ndarray]:
@@ -29,55 +32,100 @@ class _GlobalTask(Task):
 
 @register_task_type
 class KnnTask(_GlobalTask):
-    """DINOv2 weighted kNN on L2-normalised global embeddings (k in {10, 20, 100, 200}, T = 0.07)."""
+    """DINOv2 weighted kNN on L2-normalised global embeddings (k in {10, 20, 100, 200}, T = 0.07).
+
+    Streamed from the cache: the eval queries a chunk at a time (as many as the protocol's ``memory_mb`` allows),
+    the train features shard by shard once per chunk, with a running top-k per query, so memory does not grow
+    with the number of train images.
+    """
 
     type_name = "knn"
 
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
-        train, train_y = _globals_and_labels(ctx, "train")
-        test, test_y = _globals_and_labels(ctx, "eval")
         ks = tuple(int(k) for k in self.d.p("ks", [10, 20, 100, 200]))
-        preds = knn_predict(train, train_y, test, num_classes(ctx), ks=ks,
-                            temperature=float(self.d.p("temperature", 0.07)))
+        temperature = float(self.d.p("temperature", 0.07))
+        headline_k = int(self.d.p("headline_k", 20))
+        memory_mb = self.d.p("memory_mb", DEFAULT_KNN_MEMORY_MB)
+        if not ks or min(ks) < 1 or temperature <= 0 or headline_k not in ks:
+            raise TipsBenchError(f"task {self.d.name}: ks must be integers >= 1, temperature > 0 and headline_k one "
+                                 f"of ks (got ks={list(ks)}, temperature={temperature}, headline_k={headline_k})")
+        if isinstance(memory_mb, bool) or not isinstance(memory_mb, int | float) or not memory_mb > 0:
+            raise TipsBenchError(f"task {self.d.name}: memory_mb must be a positive number of MiB, got {memory_mb!r}")
+        train, test = ctx.entries["train"], ctx.entries["eval"]
+        key, classes = global_key(ctx), num_classes(ctx)
+        try:
+            chunk = knn_chunk_rows(float(memory_mb), test.item_shape(key)[0], max(ks), classes)
+        except ValueError as exc:
+            raise TipsBenchError(f"task {self.d.name}: {exc} (--set memory_mb=...)") from exc
+        test_y = test.read("label").astype(np.int64)
+
+        def train_blocks():
+            return ((b[key], b["label"]) for b in train.iter_batches([key, "label"], TRAIN_TILE))
+
+        passes = -(-test.num_items // chunk)
+        t0 = time.perf_counter()
+        preds = knn_predict_stream(train_blocks, (b[key] for b in test.iter_batches([key], chunk)), classes, ks=ks,
+                                   temperature=temperature, chunk_rows=chunk, device=ctx.device,
+                                   progress=ctx.progress, progress_total=passes * train.num_items, desc=self.d.name)
+        ctx.timings |= {"knn_s": round(time.perf_counter() - t0, 3), "knn_passes": passes}
         out = {f"top1@k{k}": float((preds[k] == test_y).mean() * 100.0) for k in ks}
-        out["top1"] = out[f"top1@k{int(self.d.p('headline_k', 20))}"]
+        out["top1"] = out[f"top1@k{headline_k}"]
         return {m: v for m, v in out.items() if m in self.d.metrics}
 
 
 @register_task_type
 class LinearClassificationTask(_GlobalTask):
-    """A linear classifier (softmax regression) on frozen global embeddings, trained with AdamW."""
+    """Linear classifiers (softmax regression) on frozen global embeddings, one per learning rate of a grid.
+
+    DINOv2's linear evaluation on cached embeddings (:mod:`tips_bench.probes.linear`): the heads train in one
+    streamed pass per epoch, the best is picked on a held-out fraction of train and reported on the eval split.
+    The chosen learning rate and its held-out top-1 are recorded in the row's ``protocol.timings``.
+    """
 
     type_name = "linear_classification"
 
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
-        train, train_y = _globals_and_labels(ctx, "train")
-        test, test_y = _globals_and_labels(ctx, "eval")
-        mean, std = train.mean(0), train.std(0) + 1e-6  # standardise with train statistics
-        x, xt = torch.from_numpy((train - mean) / std), torch.from_numpy((test - mean) / std)
-        y = torch.from_numpy(train_y)
-        torch.manual_seed(ctx.seed)
-        head = torch.nn.Linear(x.shape[1], num_classes(ctx))
-        probe = self.d.p("probe", {})
-        bs = int(probe.get("batch_size", 256))
-        schedule = schedule_from_protocol(probe, epochs=100)
-        gen = torch.Generator().manual_seed(ctx.seed)
-
-        def batches(epoch: int):
-            order = torch.randperm(len(x), generator=gen)
-            for b in range(0, len(x), bs):
-                idx = order[b : b + bs]
-                yield {"x": x[idx], "y": y[idx]}
-
+        cfg = linear_config(self.d.name, self.d.p("probe", {}) or {}, self.d.p("standardize", True))
+        key = global_key(ctx)
+        try:
+            result = train_linear_grid(ctx.entries["train"], key, num_classes(ctx), cfg, seed=ctx.seed,
+                                       device=ctx.device, progress=ctx.progress, desc=self.d.name)
+        except ValueError as exc:  # e.g. too few train rows for the held-out part
+            raise TipsBenchError(f"task {self.d.name}: {exc}") from exc
         t0 = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy
-        train_probe(head, batches, lambda m, b: loss(m(b["x"]), b["y"]), schedule,
-                    steps_per_epoch=-(-len(x) // bs), seed=ctx.seed, progress=ctx.progress, desc=self.d.name)
-        with torch.inference_mode():
-            logits = head(xt).numpy()
-        ctx.timings["probe_train_s"] = round(time.perf_counter() - t0, 3)
-        acc = top_k_accuracy(logits, test_y, k=(1, 5))
+        acc = result.evaluate(ctx.entries["eval"], key, ctx.device)
+        ctx.timings |= {"probe_train_s": round(result.train_seconds, 3),
+                        "probe_eval_s": round(time.perf_counter() - t0, 3),
+                        "chosen_lr": result.chosen_lr, "n_heldout": result.n_heldout}
+        if result.heldout_top1:
+            ctx.timings["heldout_top1"] = result.heldout_top1[result.chosen]
+            ctx.timings |= {f"heldout_top1@lr{lr:g}": v for lr, v in zip(result.lrs, result.heldout_top1, strict=True)}
         return {m: v for m, v in acc.items() if m in self.d.metrics}
+
+
+def linear_config(task: str, probe: dict, standardize: object = True) -> LinearProbeConfig:
+    """The ``probe:`` mapping (and top-level ``standardize``) of a linear_classification task as a config.
+
+    ``lr_grid`` (default: ``[lr]``) lists the heads' learning rates; with ``lr_reference_batch`` R each is
+    multiplied by batch_size / R (DINOv2: R = 256). Bad values raise TipsBenchError naming the key.
+    """
+    if not isinstance(standardize, bool):
+        raise TipsBenchError(f"task {task}: protocol key standardize must be true or false, got {standardize!r}")
+    try:
+        bs = int(probe.get("batch_size", 256))
+        grid = probe.get("lr_grid") or [probe.get("lr", 1e-3)]
+        ref = probe.get("lr_reference_batch")
+        scale = bs / float(ref) if ref else 1.0
+        return LinearProbeConfig(
+            lrs=tuple(float(lr) * scale for lr in grid), epochs=int(probe.get("epochs", 100)), batch_size=bs,
+            weight_decay=float(probe.get("weight_decay", 1e-4)), optimizer=str(probe.get("optimizer", "adamw")),
+            lr_schedule=str(probe.get("lr_schedule", "cosine")), warmup_epochs=float(probe.get("warmup_epochs", 0)),
+            init=str(probe.get("init", "torch")), standardize=standardize,
+            val_fraction=float(probe.get("val_fraction", 0.0)), val_seed=int(probe.get("val_seed", 0)),
+            shuffle_block=int(probe.get("shuffle_block", 32)), shuffle_window=int(probe.get("shuffle_window", 65536)))
+    except (TypeError, ValueError, ZeroDivisionError) as exc:
+        raise TipsBenchError(f"task {task}: bad probe settings: {exc}; see docs/tasks.md (linear_classification)"
+                             ) from exc
 
 
 @register_task_type
