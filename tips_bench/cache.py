@@ -575,7 +575,7 @@ class CacheEntry:
         for shard in self.shards():
             lo, hi = np.searchsorted(rows, [shard.start, shard.stop])
             if lo < hi:
-                part = _cast(self._open(shard, name)[rows[lo:hi] - shard.start], dtype)
+                part = _rows(self._open(shard, name), rows[lo:hi] - shard.start, dtype)
                 if out is None:
                     out = np.empty((len(rows), *part.shape[1:]), dtype=part.dtype)
                 out[lo:hi] = part
