@@ -163,9 +163,9 @@ def test_linear_task_end_to_end_records_the_chosen_lr(tmp_path, capsys) -> None:
     assert row.metric == "top1" and 0.0 <= row.value <= 100.0
     assert timings["chosen_lr"] in (0.0001, 0.01) and timings["n_heldout"] == 6
     assert {"heldout_top1@lr0.0001", "heldout_top1@lr0.01", "heldout_top1", "probe_train_s"} <= set(timings)
-    for bad, what in ((["--set", "probe.val_fraction=1.5"], "val_fraction must be in [0, 1)"),
-                      (["--set", "probe.lr_grid=[0.001,0.01]"], "need a held-out part of train"),
-                      (["--set", "standardize=maybe"], "standardize must be true or false")):
+    for bad, what in ((["--set", "probe.val_fraction=1.5"], "'probe.val_fraction' has value 1.5"),
+                      (["--set", "probe.lr_grid=[0.001,0.01]"], "needs val_fraction > 0"),
+                      (["--set", "standardize=maybe"], "'standardize' has value 'maybe'")):
         assert main(["run", *common, *bad]) == 2
         err = capsys.readouterr().err.strip()
         assert what in err and "\n" not in err and "Traceback" not in err

@@ -384,11 +384,12 @@ def _accepted(schema: type[BaseModel], loc: list[str]) -> str:
     if field is None:
         return ""
     text = _type_text(field.annotation)
-    for meta in field.metadata:
-        for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-            if getattr(meta, attr, None) is not None:
-                text += f" {sym} {getattr(meta, attr)}"
-    return text
+    bounds = [f"{sym} {getattr(meta, attr)}" for meta in field.metadata for attr, sym in _BOUNDS
+              if getattr(meta, attr, None) is not None]
+    return f"{text} {' and '.join(bounds)}" if bounds else text
+
+
+_BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
 
 
 def _type_text(annotation: Any) -> str:
@@ -399,13 +400,9 @@ def _type_text(annotation: Any) -> str:
     if origin is Literal:
         return " | ".join(repr(a) for a in args)
     if origin is typing.Annotated:
-        base = _type_text(args[0])
-        for meta in args[1:]:
-            for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-                for m in getattr(meta, "metadata", [meta]):
-                    if getattr(m, attr, None) is not None:
-                        base += f" {sym} {getattr(m, attr)}"
-        return base
+        bounds = [f"{sym} {getattr(m, attr)}" for meta in args[1:] for m in getattr(meta, "metadata", [meta])
+                  for attr, sym in _BOUNDS if getattr(m, attr, None) is not None]
+        return f"{_type_text(args[0])} {' and '.join(bounds)}" if bounds else _type_text(args[0])
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         return " or ".join(_type_text(a) for a in args)
     if origin in (list, tuple):
