@@ -66,6 +66,8 @@ CASES: dict[str, tuple[str, str, dict, set[str] | None]] = {
     "uned_retrieval": ("uned", PIXELS, {}, {"R@1", "R@1_pooled", "R@1_cars"}),  # the first 2 queries are cars
     "imagenet_knn": ("imagenet", PIXELS, {}, None),
     "imagenet_linear": ("imagenet", PIXELS, {}, None),
+    "imagenet_knn_dinov2": ("imagenet", PIXELS, {}, None),
+    "imagenet_linear_dinov2": ("imagenet", PIXELS, {}, None),
     "imagenet_zeroshot": ("imagenet", TEXT, {"templates": "simple"}, None),  # 1 prompt per class, not CLIP's 80
     "coco_retrieval": ("coco", TEXT, {}, None),
     "flickr_retrieval": ("flickr", TEXT, {}, None),

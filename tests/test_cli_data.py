@@ -32,4 +32,4 @@ def test_data_check_ok_then_names_the_missing_file(tmp_path, capsys):
 
 def test_data_check_unknown_dataset(capsys):
     assert main(["data", "check", "imagenet21k"]) == 2
-    assert "unknown dataset 'imagenet21k'" in capsys.readouterr().err
+    assert "'imagenet21k' is neither a task nor a dataset" in capsys.readouterr().err

@@ -31,7 +31,8 @@ ALLOWED_BACKBONES = {
 ALLOWED_TASK_METRICS = {
     ("voc_seg", "mIoU"), ("ade20k_seg", "mIoU"), ("nyu_depth", "rmse"), ("navi_depth", "rmse"),
     ("nyu_normals", "rmse"), ("navi_normals", "rmse"), ("uned_retrieval", "R@1"), ("imagenet_knn", "top1"),
-    ("imagenet_linear", "top1"), ("imagenet_zeroshot", "top1"), ("ade150_zeroseg", "mIoU"),
+    ("imagenet_linear", "top1"), ("imagenet_zeroshot", "top1"),
+    ("imagenet_knn_dinov2", "top1"), ("imagenet_linear_dinov2", "top1"), ("ade150_zeroseg", "mIoU"),
     ("pc59_zeroseg", "mIoU"), ("pc60_zeroseg", "mIoU"), ("voc21_zeroseg", "mIoU"),
 } | {(f"{d}_retrieval", m) for d in ("coco", "flickr", "docci") for m in ("i2t_R@1", "t2i_R@1")}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -20,8 +20,10 @@ from tips_bench.results import ResultsStore
 from tips_bench.suite import suite_tasks
 from tips_bench.tasks.base import get_task_definition
 
-#: probes trained on a couple of fixture images need more steps than their protocols take on full datasets
-CONVERGE = {"probe.epochs": 100, "probe.lr": 0.01, "head.hidden": 16}
+#: Probes trained on a couple of fixture images need more steps than their protocols take on full datasets, and
+#: nyu_depth's BatchNorm-free DINOv2 head does not converge in them: the fixture runs train a BatchNorm head (the
+#: frame, merge and metric under test are the same).
+CONVERGE = {"probe.epochs": 100, "probe.lr": 0.01, "head.hidden": 16, "head.batchnorm": True}
 
 
 def _selftest(argv: list[str], capsys) -> tuple[int, str]:
@@ -55,9 +57,11 @@ def test_toy_suite_reaches_every_optimum(tmp_path, capsys):
 @pytest.mark.parametrize("task", list(CASES))
 def test_paper_task_reaches_its_optimum_on_the_fixture(task, work, roots, capsys):
     root_key = CASES[task][0]
-    protocol = get_task_definition(task).protocol
-    overrides = {**smoke(task), **{k: v for k, v in CONVERGE.items() if k.split(".")[0] in protocol}}
-    if get_task_definition(task).spec.frame.resize == "none":  # NAVI's 512 crops: a 56 px square keeps it fast
+    d = get_task_definition(task)
+    overrides = {**smoke(task), **{k: v for k, v in CONVERGE.items() if k.split(".")[0] in d.protocol}}
+    if d.type == "correspondence":  # keypoints closer than a patch blur: keep the task's own resolution
+        overrides.pop("resolution", None)
+    if d.spec.head.kind == "dpt" if d.type in ("depth", "normals") else False:  # DPT at 512 px is slow: 56 px square
         overrides |= {"frame.resize": "square", "resolution": 56}
     argv = ["--task", task, "--root", str(roots[root_key]), "--cache-dir", str(work / "selftest_cache")]
     for key, value in overrides.items():

@@ -6,10 +6,10 @@ a correct pipeline (frames, caches, probes, metrics) must reach it, and a broken
 
 Patch features (D = :data:`DIM`), the same at every one of its :data:`NUM_LAYERS` blocks, per patch:
 
-* ``[0, 256)``: the fraction of the patch's labelled pixels of each class (label = slot; 255 = ignore);
-* ``256``: mean depth of its valid pixels (0 if none), ``257 .. 257 + 32``: the same depth as a triangular
-  code over 32 log-spaced anchors from 1 cm to 100 m (linearly decodable by a binned depth head);
-* the next 3: the mean unit normal of its valid pixels;
+* ``[0, 256)``: the fraction of the patch's labelled pixels of each class (label = slot, 255 = ignore);
+* ``256``: mean depth of its valid pixels (the view's mean where it has none), ``257 .. 257 + 32``: the same
+  depth as a triangular code over 32 log-spaced anchors from 1 cm to 100 m (linearly decodable by a binned head);
+* the next 3: the mean unit normal of its valid pixels (the view's mean where it has none);
 * the last 256: the identity codes of the keypoints (pairs), each weighted by a Gaussian of its distance to the
   patch centre (sigma = half a patch), plus a constant background code, so that the cosine of interpolated
   features peaks at each keypoint's own position.
@@ -95,12 +95,13 @@ class OracleBackbone(Backbone):
             dense[..., :SEG_SLOTS] = _class_fractions(targets["seg"].long(), p)
         if "depth" in targets:
             valid = targets.get("depth_valid", targets["depth"] > 0).bool() & (targets["depth"] > 0)
-            depth = _masked_mean(targets["depth"].float()[..., None], valid, p)[..., 0]
+            depth = _fill_empty(_masked_mean(targets["depth"].float()[..., None], valid, p), valid, p)[..., 0]
             dense[..., DEPTH_CH] = depth
             dense[..., DEPTH_CODE] = depth_code(depth)
         if "normals" in targets:
             valid = targets.get("normals_valid", torch.ones(targets["normals"].shape[:3], dtype=torch.bool)).bool()
-            dense[..., NORMALS] = F.normalize(_masked_mean(targets["normals"].float(), valid, p), dim=-1)
+            normals = _fill_empty(_masked_mean(targets["normals"].float(), valid, p), valid, p)
+            dense[..., NORMALS] = F.normalize(normals, dim=-1)
         if "points" in targets:
             dense[..., KEYPOINTS] = _keypoint_codes(targets["points"], targets["points_valid"], p, h, w)
         maps = dense.permute(0, 3, 1, 2).contiguous().to(self.device)
@@ -170,6 +171,15 @@ def _masked_mean(value: torch.Tensor, valid: torch.Tensor, p: int) -> torch.Tens
     s = F.avg_pool2d(v, p) * p * p
     n = F.avg_pool2d(valid[:, None].float(), p) * p * p
     return (s / n.clamp_min(1.0)).permute(0, 2, 3, 1)
+
+
+def _fill_empty(per_patch: torch.Tensor, valid: torch.Tensor, p: int) -> torch.Tensor:
+    """Patches without a valid pixel (padding, sky) take the view's mean over its valid pixels, so that upsampled
+    predictions near them are not pulled towards zero."""
+    has = F.avg_pool2d(valid[:, None].float(), p)[:, 0] > 0  # (B, h, w)
+    counts = has.sum(dim=(1, 2)).clamp_min(1)[:, None]
+    mean = (per_patch * has[..., None]).sum(dim=(1, 2)) / counts  # (B, C)
+    return torch.where(has[..., None], per_patch, mean[:, None, None, :])
 
 
 def _keypoint_codes(points: torch.Tensor, valid: torch.Tensor, p: int, h: int, w: int) -> torch.Tensor:
