@@ -124,7 +124,13 @@ def _register_evaluation(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_evaluation]
+def _register_pretrain(sub: argparse._SubParsersAction) -> None:
+    from tips_bench.cli_pretrain import register
+
+    register(sub)
+
+
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_evaluation, _register_pretrain]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
