@@ -6,8 +6,9 @@ writes them in the official TIPS ``.npz`` layout, so the normal ``tips`` loader 
 
 Modules: :mod:`world` (the image/caption stream), :mod:`tokenizer` (a tiny SentencePiece model
 trained on world captions), :mod:`models` (towers, heads, caption decoder), :mod:`losses`,
-:mod:`recipes` (the registry of training recipes), :mod:`trainer` (the deterministic loop),
-:mod:`export` (official-layout files and ``recipe.json``).
+:mod:`recipes` (the registry of training recipes), :mod:`config` (a run's settings and its rebuild
+command), :mod:`views` (masks and local crops), :mod:`objectives` (a recipe's losses per batch),
+:mod:`trainer` (the deterministic loop), :mod:`export` (official-layout files and ``recipe.json``).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@
 ``mask_token``, ``patch_embed.*``, ``blocks.N.*``, ``norm.*``); ``<prefix>_text.npz`` the keys of
 ``*_text.npz`` plus the scalar ``temperature``; ``tokenizer.model`` the SentencePiece model.
 
+:func:`prepare_out` and :func:`publish` make the output folder appear whole or not at all.
+
 ``np.savez`` stamps each member with the current time, so two identical models would give
 different bytes; :func:`write_npz` writes the same zip layout (stored ``<key>.npy`` members, which
 ``np.load`` reads) with fixed timestamps instead.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tips_bench.errors import TipsBenchError
 from tips_bench.pretrain.models import ImageTower
 
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -102,3 +106,25 @@ def compare_folders(a: Path, b: Path) -> dict[str, dict[str, Any]]:
                                                 for k in x.files)
         report[path.name] = entry
     return report
+
+
+def prepare_out(out: Path, overwrite: bool) -> None:
+    """Refuse a file, or a folder with files in it unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise TipsBenchError(f"--out {out} is a file; pass a folder (it is created if missing)")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise TipsBenchError(f"--out {out} already holds files; pass a new or empty folder, or add --overwrite")
+
+
+def publish(tmp: Path, out: Path) -> None:
+    """Move the finished folder into place (replacing an old one only now, when all files exist)."""
+    tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old)
