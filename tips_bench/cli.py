@@ -130,6 +130,12 @@ def _register_evaluation(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
+def _register_pretrain(sub: argparse._SubParsersAction) -> None:
+    from tips_bench.cli_pretrain import register
+
+    register(sub)
+
+
 def _register_cache(sub: argparse._SubParsersAction) -> None:
     from tips_bench.cli_cache import register
 
@@ -143,7 +149,7 @@ def _register_fetch(sub: argparse._SubParsersAction) -> None:
 
 
 _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_evaluation, _register_cache,
-                                                                       _register_fetch]
+                                                                       _register_fetch, _register_pretrain]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

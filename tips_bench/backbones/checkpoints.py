@@ -8,6 +8,9 @@ Search order for a file of role ``r`` (``vision``, ``text``, ``tokenizer``, ``mo
 2. Every folder in ``$TIPS_BENCH_CHECKPOINTS`` (``os.pathsep``-separated).
 3. ``checkpoint_dirs`` in the config file ``$TIPS_BENCH_CONFIG`` (default
    ``~/.config/tips-bench/config.yaml``).
+4. For definitions that declare ``checkpoint: {bundled: SUBDIR}``, the files shipped with the
+   package: ``checkpoints/SUBDIR`` of a source checkout, ``tips_bench/_defs/checkpoints/SUBDIR``
+   of an installed wheel.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -44,6 +48,19 @@ def configured_dirs() -> list[Path]:
     return dirs
 
 
+def bundled_root() -> Path:
+    """Where shipped checkpoints live: inside the wheel, or ``checkpoints/`` of a source checkout."""
+    packaged = resources.files("tips_bench") / "_defs" / "checkpoints"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+def bundled_dir(spec: BackboneSpec) -> Path | None:
+    """The folder of a definition's shipped files, or None when it declares none."""
+    return bundled_root() / spec.checkpoint_bundled if spec.checkpoint_bundled else None
+
+
 class CheckpointFiles:
     """Resolves the files of one backbone; missing files raise when asked for, not before."""
 
@@ -57,7 +74,11 @@ class CheckpointFiles:
         dirs: list[Path] = []
         if self.explicit is not None:
             dirs.append(self.explicit if self.explicit.is_dir() else self.explicit.parent)
-        return dirs + configured_dirs()
+        dirs += configured_dirs()
+        shipped = bundled_dir(self.spec)
+        if shipped is not None and shipped.is_dir():
+            dirs.append(shipped)
+        return dirs
 
     def find(self, role: str) -> Path | None:
         """The file for a role, or None when it is not found anywhere."""

@@ -32,6 +32,8 @@ class BackboneSpec:
     checkpoint_urls: dict[str, str]
     dense_layer_norm: bool = True
     version: int = 1
+    #: Folder (under the package's bundled checkpoints) holding shipped files, e.g. ``mini/mini_tips_full``.
+    checkpoint_bundled: str = ""
     path: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -58,6 +60,7 @@ class BackboneSpec:
             checkpoint_files=dict(ckpt.get("files", {}) or {}),
             checkpoint_urls=dict(ckpt.get("urls", {}) or {}),
             version=int(data.get("version", 1)),
+            checkpoint_bundled=str(ckpt.get("bundled") or ""),
             path=data.get("_path", ""),
             raw=data,
         )
