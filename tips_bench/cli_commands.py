@@ -143,7 +143,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     tasks = [t for a in args.task for t in a.split(",") if t] if args.task else suite.suite_tasks(args.suite)
     if not args.backbone and not args.task:
         print(f"tips-bench: running the built-in synthetic suite '{args.suite}' ({len(tasks)} tasks) on the "
-              "no-download baselines pixels and tips_s14+random; see 'tips-bench run --help' for real backbones")
+              "no-download baselines pixels, tips_s14+random and the shipped mini TIPS backbones (mini_*); "
+              "see 'tips-bench run --help' for real backbones")
     from tips_bench import distributed
 
     info = distributed.detect()
@@ -412,7 +413,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=fmt, description=(
                            "Evaluate backbones on tasks and append result rows with full provenance.\n\n"
                            "With no --backbone/--task it runs every toy_* task on the built-in synthetic world\n"
-                           "with the no-download baselines (pixels, tips_s14+random). Examples:\n"
+                           "with the no-download baselines (pixels, tips_s14+random) and the five mini TIPS backbones\n"
+                           "pretrained on that world with the paper's recipes (mini_*, shipped). Examples:\n"
                            "  tips-bench run --backbone tips_l14 --task ade20k_seg --checkpoint ~/ckpt\n"
                            "  tips-bench run --backbone dinov2_b14 --random-init --task toy_seg,toy_depth --seeds 3\n"
                            "  tips-bench run --backbone tips_b14 --task imagenet_knn --limit 100   # smoke run\n"

@@ -1,7 +1,9 @@
 """The built-in synthetic suite and the score-regression gate.
 
 Default suite: every ``toy_*`` task on the no-download baselines (``pixels`` and a randomly
-initialised ``tips_s14``). The regression baseline (``results/ci_baseline.csv``) stores, per
+initialised ``tips_s14``) and the five shipped mini TIPS backbones (``mini_*``, pretrained on the
+synthetic world with the paper's recipes, see ``tips-bench pretrain``). The regression baseline
+(``results/ci_baseline.csv``) stores, per
 (backbone, task, metric), the mean and standard deviation over several probe seeds and the
 tolerance band derived from them: ``mean ± max(k · std, floor)`` with ``k`` and the absolute
 ``floor`` recorded in each row.
@@ -27,7 +29,9 @@ from tips_bench.tasks.base import all_task_definitions
 if TYPE_CHECKING:
     import pandas as pd
 
-DEFAULT_BACKBONES: tuple[tuple[str, bool], ...] = (("pixels", False), ("tips_s14", True))
+MINI_BACKBONES = ("mini_clip_noisy", "mini_clip_synthetic", "mini_tips_dual", "mini_tips_full", "mini_cap_mim")
+DEFAULT_BACKBONES: tuple[tuple[str, bool], ...] = (("pixels", False), ("tips_s14", True),
+                                                   *((name, False) for name in MINI_BACKBONES))
 BAND_K = 4.0
 BASELINE_FIELDS = ("backbone", "random_init", "task", "task_version", "metric", "higher_is_better", "mean", "std",
                    "n_seeds", "band_k", "band_floor", "low", "high")

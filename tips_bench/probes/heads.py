@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tips_bench.probes.vectors import unit
+
 __all__ = [
     "BinsDepthHead",
     "DPTHead",
@@ -395,6 +397,6 @@ def to_normals(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """
     if out.ndim != 4 or out.shape[1] not in (3, 4):
         raise ValueError(f"expected (B, 3 or 4, H, W), got {tuple(out.shape)}")
-    normals = F.normalize(out[:, :3], dim=1)
+    normals = unit(out[:, :3], dim=1)
     kappa = F.elu(out[:, 3:4]) + 1.01 if out.shape[1] == 4 else None
     return normals, kappa

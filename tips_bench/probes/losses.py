@@ -16,6 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from tips_bench.probes.vectors import cosine
+
 __all__ = [
     "angular_loss",
     "dinov2_sigloss",
@@ -160,7 +162,7 @@ def probe3d_depth_loss(
 def _angles(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     if pred.ndim != 4 or pred.shape[1] != 3 or pred.shape != gt.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} must both be (B, 3, H, W)")
-    cos = F.cosine_similarity(pred, gt, dim=1)
+    cos = cosine(pred, gt, dim=1)
     return cos.clamp(-1.0 + COS_EPS, 1.0 - COS_EPS).acos()
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from tips_bench.errors import TipsBenchError
 from tips_bench.frames import map_points
 from tips_bench.metrics import correspondence_recall, pck
+from tips_bench.probes.vectors import unit
 from tips_bench.tasks.base import EvalContext, FeatureRequest, Task, register_task_type
 from tips_bench.tasks.common import to_torch
 
@@ -34,7 +35,7 @@ def match_points(fa: torch.Tensor, fb: torch.Tensor, points_a: torch.Tensor, ima
                           align_corners=False)[..., 0]                                    # (B, D, K)
     target = F.interpolate(fb, scale_factor=upsample, mode="bilinear", align_corners=False) if upsample > 1 else fb
     bh, bw = target.shape[-2:]
-    sim = torch.einsum("bdk,bdn->bkn", F.normalize(query, dim=1), F.normalize(target.flatten(2), dim=1))
+    sim = torch.einsum("bdk,bdn->bkn", unit(query, dim=1), unit(target.flatten(2), dim=1))
     best = sim.argmax(-1)                                                                 # (B, K)
     gy, gx = best // bw, best % bw
     h, w = image_size

@@ -6,9 +6,9 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from tips_bench.metrics import SegmentationMeter, top_k_accuracy
+from tips_bench.probes.vectors import unit
 from tips_bench.tasks.base import EvalContext, FeatureRequest, Task, register_task_type
 from tips_bench.tasks.common import class_names, class_text_embeddings, global_key, l2n, read_globals
 
@@ -74,7 +74,7 @@ class ZeroShotSegmentationTask(Task):
         for batch in ctx.batches("eval", ["text_dense", "seg", "boxes", "resized_hw", "orig_hw"], batch_size=4):
             for i in range(len(batch["orig_hw"])):
                 dense = torch.from_numpy(batch["text_dense"][i] if ragged else batch["text_dense"][i][None]).float()
-                cos = torch.einsum("vdhw,cd->vchw", F.normalize(dense, dim=1), classes)
+                cos = torch.einsum("vdhw,cd->vchw", unit(dense, dim=1), classes)
                 boxes = [tuple(int(x) for x in b) for b in np.asarray(batch["boxes"][i]).reshape(-1, 4)]
                 pred = ctx.frame.merge_views(list(cos), boxes, tuple(int(x) for x in batch["resized_hw"][i]),
                                              tuple(int(x) for x in batch["orig_hw"][i]))
