@@ -108,6 +108,27 @@ def test_regress_passes_within_bands_and_fails_outside(env, capsys):
     assert "FAIL" in capsys.readouterr().out
 
 
+def test_regress_update_includes_bands_of_another_file_without_running_them(env, capsys):
+    """--include (the mini study's pretraining-seed bands): copied for the suite's tasks, those cells not run."""
+    from tips_bench.suite import Band, read_baseline, write_baseline
+
+    other = env / "mini_bands.csv"
+    write_baseline([Band("pixels", False, "toy_knn", 2, "top1", True, 50.0, 2.0, 3, 4.0, 1.0, 42.0, 58.0),
+                    Band("pixels", False, "toy_depth_dpt", 2, "rmse", False, 1.0, 0.1, 3, 4.0, 0.02, 0.6, 1.4)], other)
+    baseline = env / "with_included.csv"
+    common = ["--task", "toy_knn", "--limit", "16", "--set", "resolution=56", "--no-progress"]
+    assert main(["regress", "--update", str(baseline), "--seeds", "2", "--backbone", "pixels,tips_s14+random",
+                 "--include", str(other), *common]) == 0
+    assert "and 1 bands of" in capsys.readouterr().out
+    bands = {(b.backbone, b.random_init, b.task): b for b in read_baseline(baseline)}
+    assert bands[("pixels", False, "toy_knn")].mean == 50.0  # copied, not measured
+    assert ("pixels", False, "toy_depth_dpt") not in bands  # not a task of this update
+    assert bands[("tips_s14", True, "toy_knn")].n_seeds == 2  # measured
+    assert main(["regress", "--update", str(baseline), "--backbone", "dinov2_s14", "--include", str(other),
+                 *common]) == 2
+    assert "has no band" in capsys.readouterr().err
+
+
 def test_bad_override_and_unknown_task(env, capsys):
     assert main(["run", "--backbone", "pixels", "--task", "toy_sge", "--no-progress"]) == 2
     assert "did you mean toy_seg" in capsys.readouterr().err

@@ -297,9 +297,12 @@ def cmd_regress(args: argparse.Namespace) -> int:
         from tips_bench.runner import run_grid
 
         _download_if_asked(args, backbones)
-        rows = run_grid(backbones, tasks, list(range(args.seeds or 3)), opts, runner)
-        suite.write_baseline(suite.bands_from_rows(rows), args.update)
-        print(f"wrote {args.update} from {len(rows)} rows over {args.seeds or 3} seeds")
+        included = suite.included_bands(args.include, tasks, backbones) if args.include else []
+        have = {(b.backbone, b.random_init) for b in included}
+        rows = run_grid([b for b in backbones if b not in have], tasks, list(range(args.seeds or 3)), opts, runner)
+        suite.write_baseline(suite.bands_from_rows(rows) + included, args.update)
+        print(f"wrote {args.update} from {len(rows)} rows over {args.seeds or 3} seeds"
+              + (f" and {len(included)} bands of {args.include}" if included else ""))
         return 0
     bands = suite.read_baseline(args.baseline)
     _download_if_asked(args, sorted({(b.backbone, b.random_init) for b in bands}))
@@ -481,10 +484,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "Run the cells of a baseline and check every score against its band\n"
                            "(mean ± max(k·std over seeds, floor), stored in the baseline). Exit 1 on any failure.\n"
                            "  tips-bench regress --baseline results/ci_baseline.csv\n"
-                           "  tips-bench regress --update results/ci_baseline.csv --seeds 3   # (re)build bands"))
+                           "  tips-bench regress --update results/ci_baseline.csv --seeds 3   # (re)build bands\n"
+                           "  tips-bench regress --update results/ci_baseline.csv --seeds 3 \\\n"
+                           "      --include results/mini_study_bands.csv   # mini_* bands: pretraining-seed spread"))
     add_run_args(p)
     p.add_argument("--baseline", default="results/ci_baseline.csv", help="baseline CSV with bands")
     p.add_argument("--update", metavar="CSV", help="instead of checking, run --seeds seeds and write bands to CSV")
+    p.add_argument("--include", metavar="CSV", help="with --update: take the bands of these backbones from this CSV "
+                   "(same format) for the suite's tasks instead of running them, e.g. results/mini_study_bands.csv, "
+                   "whose mini_* bands come from the spread over pretraining seeds")
     p.set_defaults(func=cmd_regress)
 
     p = sub.add_parser("data", help="list datasets, or check one's layout")
