@@ -218,7 +218,7 @@ def test_every_shipped_definition_is_fetchable_or_says_why():
                 sources(spec)
             continue
         found = sources(spec)
-        assert [s.role for s in found] == list(spec.checkpoint_files)
+        assert [s.role for s in found] == ([] if spec.checkpoint_bundled else list(spec.checkpoint_files))
     siglip = {s.role: s for s in sources(get_backbone_spec("siglip_so400m14"))}
     assert siglip["tokenizer"].folder and [f.relpath for f in siglip["tokenizer"].files] == [
         "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json", "tokenizer/special_tokens_map.json",
@@ -298,3 +298,10 @@ def test_cli_fetch_then_features_and_run_download(server, tmp_path, monkeypatch,
     assert main(["fetch", "loop_tips", "--no-progress"]) == 2
     assert "downloads are off" in capsys.readouterr().err
     assert os.environ["TIPS_BENCH_PATH"]  # unchanged for the next tests (monkeypatch restores it)
+
+
+def test_fetch_of_a_shipped_backbone_downloads_nothing(capsys, tmp_path):
+    from tips_bench.cli import main
+
+    assert main(["fetch", "mini_tips_full", "--dir", str(tmp_path), "--offline"]) == 0
+    assert "ship with the package" in capsys.readouterr().out and not list(tmp_path.iterdir())

@@ -49,6 +49,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         if not spec.checkpoint_files:
             print(f"{spec.name}: no checkpoint files (nothing to fetch)")
             continue
+        if spec.checkpoint_bundled:
+            print(f"{spec.name}: its files ship with the package (nothing to fetch)")
+            continue
         report = fetch_backbone(spec, dir=args.dir, offline=args.offline, progress=not args.no_progress,
                                 verify=args.verify)
         print(summary(report))

@@ -69,6 +69,8 @@ def sources(spec: BackboneSpec) -> list[Source]:
             f"{spec.name} loads any checkpoint of its family, so it has no official file to fetch; fetch a named "
             f"variant (see 'tips-bench backbones') or download the file yourself and pass --checkpoint"
         )
+    if spec.checkpoint_bundled:  # shipped with the package: nothing to download
+        return []
     declared = (spec.raw.get("checkpoint") or {}).get("sha256") or {}
     return [_source(spec, role, name, declared.get(role)) for role, name in spec.checkpoint_files.items()]
 
