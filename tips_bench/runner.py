@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tips_bench.backbones import load_backbone
+from tips_bench.backbones import load_backbone, resolve_backbone_spec
 from tips_bench.backbones.base import Backbone
 from tips_bench.backbones.checkpoints import weights_identity
 from tips_bench.backbones.spec import BackboneSpec, get_backbone_spec
@@ -115,7 +115,7 @@ class Runner:
 
     def run(self, backbone: str, task_name: str, opts: RunOptions) -> list[ResultRow]:
         start = time.perf_counter()
-        spec = get_backbone_spec(backbone)
+        spec = resolve_backbone_spec(get_backbone_spec(backbone), opts.checkpoint, opts.arch, opts.random_init)
         task = make_task(get_task_definition(task_name).with_overrides(smoke_overrides(task_name, opts)))
         task.check_backbone(spec)
         lazy = LazyBackbone(spec, opts)
