@@ -122,7 +122,10 @@ class Runner:
         frame = task.frame(spec)
         datasets = {role: self.open_split(task, role, split, frame, opts) for role, split in task.d.splits.items()}
         identity = weights_identity(spec, opts.checkpoint, opts.random_init, opts.init_seed,
-                                    {"heads": opts.num_heads, "text_heads": opts.text_num_heads, "arch": opts.arch})
+                                    {"heads": opts.num_heads, "text_heads": opts.text_num_heads, "arch": opts.arch,
+                                     # features cached before openclip read activation and precision from the file
+                                     # (GELU, fp16 text) are stale: a new identity for its files
+                                     "from_file": 2 if spec.architecture.get("from_file") else None})
         if spec.can("ground_truth"):  # the oracle's text side depends on the class names it is bound to
             names = _class_names(datasets.get("eval") or next(iter(datasets.values())))
             identity = f"{identity}:{config_hash(names)}"
