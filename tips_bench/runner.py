@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tips_bench.backbones import load_backbone
+from tips_bench.backbones import load_backbone, resolve_backbone_spec
 from tips_bench.backbones.base import Backbone
 from tips_bench.backbones.checkpoints import weights_identity
 from tips_bench.backbones.spec import BackboneSpec, get_backbone_spec
@@ -115,14 +115,17 @@ class Runner:
 
     def run(self, backbone: str, task_name: str, opts: RunOptions) -> list[ResultRow]:
         start = time.perf_counter()
-        spec = get_backbone_spec(backbone)
+        spec = resolve_backbone_spec(get_backbone_spec(backbone), opts.checkpoint, opts.arch, opts.random_init)
         task = make_task(get_task_definition(task_name).with_overrides(smoke_overrides(task_name, opts)))
         task.check_backbone(spec)
         lazy = LazyBackbone(spec, opts)
         frame = task.frame(spec)
         datasets = {role: self.open_split(task, role, split, frame, opts) for role, split in task.d.splits.items()}
         identity = weights_identity(spec, opts.checkpoint, opts.random_init, opts.init_seed,
-                                    {"heads": opts.num_heads, "text_heads": opts.text_num_heads, "arch": opts.arch})
+                                    {"heads": opts.num_heads, "text_heads": opts.text_num_heads, "arch": opts.arch,
+                                     # features cached before openclip read activation and precision from the file
+                                     # (GELU, fp16 text) are stale: a new identity for its files
+                                     "from_file": 2 if spec.architecture.get("from_file") else None})
         if spec.can("ground_truth"):  # the oracle's text side depends on the class names it is bound to
             names = _class_names(datasets.get("eval") or next(iter(datasets.values())))
             identity = f"{identity}:{config_hash(names)}"

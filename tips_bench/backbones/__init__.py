@@ -10,7 +10,19 @@ from tips_bench.backbones.base import Backbone, Features
 from tips_bench.backbones.checkpoints import WEIGHTLESS_FAMILIES, CheckpointFiles
 from tips_bench.backbones.spec import BackboneSpec, all_backbone_specs, get_backbone_spec
 
-__all__ = ["Backbone", "BackboneSpec", "Features", "all_backbone_specs", "get_backbone_spec", "load_backbone"]
+__all__ = ["Backbone", "BackboneSpec", "Features", "all_backbone_specs", "get_backbone_spec", "load_backbone",
+           "resolve_backbone_spec"]
+
+
+def resolve_backbone_spec(spec: BackboneSpec, checkpoint: str | Path | None = None, arch: str | None = None,
+                          random_init: bool = False) -> BackboneSpec:
+    """The definition as its backbone will run: the generic ``openclip`` reads patch size and resolution from
+    its file (or ``--arch``); every other definition is returned as it is."""
+    if spec.family == "clip" and spec.architecture.get("from_file"):
+        from tips_bench.backbones.clip import resolve_spec
+
+        return resolve_spec(spec, checkpoint, arch, random_init)
+    return spec
 
 
 def load_backbone(

@@ -38,7 +38,7 @@ def read_state_dict(path: Path) -> StateDict:
                               "the file is corrupt or not a checkpoint, download it again") from exc
 
 
-def _is_torchscript(path: Path) -> bool:
+def is_torchscript_archive(path: Path) -> bool:
     """TorchScript archives (OpenAI CLIP releases) are zip files with a ``constants.pkl`` record."""
     try:
         with zipfile.ZipFile(path) as archive:
@@ -48,7 +48,7 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _read_torch_file(path: Path) -> StateDict:
-    if _is_torchscript(path):  # take the scripted module's parameters
+    if is_torchscript_archive(path):  # take the scripted module's parameters
         obj = torch.jit.load(str(path), map_location="cpu").state_dict()
     else:
         obj = torch.load(path, map_location="cpu", weights_only=True)
