@@ -1,6 +1,6 @@
 """Does data loading keep the backbone busy? Images/s of loading alone vs the backbone's images/s.
 
-For each dataset fixture (written in its official format by ``tips_bench/fixtures``), the
+For each dataset fixture (written in its official format by ``tests/fixture_writers``), the
 loading pipeline of a cache fill (decode, resize to the input resolution, resize targets, collate)
 runs alone through a ``DataLoader`` with 0 and ``--workers`` worker processes. The backbone's
 images/s (TIPS B/14 architecture, random weights, same resolution) is measured in the same run.
@@ -13,6 +13,7 @@ decoding is cheaper than on real data; resizing to the input resolution dominate
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +25,9 @@ from tips_bench.extract import PreparedSplit
 from tips_bench.frames import Frame
 from tips_bench.protocol import FrameSpec
 from tips_bench.tasks.base import FeatureRequest
+
+# The fixture writers are test helpers (tests/fixture_writers), not part of the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 CASES = [  # (dataset name, split, writer module, writer, targets)
     ("voc", "val", "voc", "write_voc", ("seg",)),
@@ -69,7 +73,7 @@ def main() -> None:
     print(f"{'dataset':15} {'workers=0 img/s':>16} {f'workers={args.workers} img/s':>16} {'vs backbone':>12}")
     with tempfile.TemporaryDirectory() as tmp:
         for name, split, module, writer, targets in CASES:
-            root = getattr(importlib.import_module(f"tips_bench.fixtures.{module}"), writer)(Path(tmp) / name)
+            root = getattr(importlib.import_module(f"fixture_writers.{module}"), writer)(Path(tmp) / name)
             ds = open_dataset(name, split, root=root)
             r0 = loading_rate(ds, args.size, targets, 0, args.repeat)
             rw = loading_rate(ds, args.size, targets, args.workers, args.repeat)

@@ -56,15 +56,15 @@ def work(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def roots(work) -> dict[str, Path]:
     """Every dataset the paper tasks read, written once in its official layout."""
-    from tips_bench.fixtures.ade20k import write_ade20k
-    from tips_bench.fixtures.captions import write_coco_karpathy, write_docci, write_flickr30k_karpathy
-    from tips_bench.fixtures.imagenet import write_imagenet
-    from tips_bench.fixtures.navi import write_navi
-    from tips_bench.fixtures.nyu import write_nyu_depth, write_nyu_normals
-    from tips_bench.fixtures.pascal_context import write_pascal_context
-    from tips_bench.fixtures.spair import write_spair
-    from tips_bench.fixtures.uned import write_uned
-    from tips_bench.fixtures.voc import write_voc
+    from fixture_writers.ade20k import write_ade20k
+    from fixture_writers.captions import write_coco_karpathy, write_docci, write_flickr30k_karpathy
+    from fixture_writers.imagenet import write_imagenet
+    from fixture_writers.navi import write_navi
+    from fixture_writers.nyu import write_nyu_depth, write_nyu_normals
+    from fixture_writers.pascal_context import write_pascal_context
+    from fixture_writers.spair import write_spair
+    from fixture_writers.uned import write_uned
+    from fixture_writers.voc import write_voc
 
     d = work / "data"
     return {

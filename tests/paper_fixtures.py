@@ -1,7 +1,7 @@
 """The TIPS / TIPSv2 paper tasks' official-format fixtures, the test-only ``tiny_tips`` backbone and smoke overrides.
 
 Shared by the paper-task tests and the oracle self-test. Every real dataset is written by its fixture writer
-(tips_bench/fixtures); ``tiny_tips`` is a random TIPS-architecture model (width 32, 2 blocks, random 12-layer text
+(tests/fixture_writers); ``tiny_tips`` is a random TIPS-architecture model (width 32, 2 blocks, random 12-layer text
 tower) registered through ``$TIPS_BENCH_PATH`` for the module that uses these fixtures.
 """
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from fixture_writers.ade20k import write_ade20k
+from fixture_writers.voc import write_voc
+
 from tips_bench.cli import main
-from tips_bench.fixtures.ade20k import write_ade20k
-from tips_bench.fixtures.voc import write_voc
 
 
 def test_data_list_shows_every_dataset_and_where_it_is_expected(tmp_path, monkeypatch, capsys):

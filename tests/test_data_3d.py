@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixture_writers import navi as navi_fx
+from fixture_writers import nyu as nyu_fx
+from fixture_writers import spair as spair_fx
 
 from tips_bench.data.base import registered_datasets
 from tips_bench.data.geometry import normals_from_depth, rotation_angle_deg
@@ -29,9 +32,6 @@ from tips_bench.data.nyu import (
 )
 from tips_bench.data.spair import CATEGORIES, SPair, check_spair
 from tips_bench.errors import DatasetError
-from tips_bench.fixtures import navi as navi_fx
-from tips_bench.fixtures import nyu as nyu_fx
-from tips_bench.fixtures import spair as spair_fx
 
 
 def _corrupt(path: Path) -> None:

@@ -9,21 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tips_bench.data import captions as cap
-from tips_bench.data import imagenet as inet
-from tips_bench.data import uned
-from tips_bench.data.base import registered_datasets
-from tips_bench.errors import DatasetError
-from tips_bench.fixtures.captions import (
+from fixture_writers.captions import (
     COCO_IMAGES,
     image_colour,
     write_coco_karpathy,
     write_docci,
     write_flickr30k_karpathy,
 )
-from tips_bench.fixtures.imagenet import FIXTURE_WNIDS, class_colour, write_imagenet
-from tips_bench.fixtures.uned import item_colour, write_uned
+from fixture_writers.imagenet import FIXTURE_WNIDS, class_colour, write_imagenet
+from fixture_writers.uned import item_colour, write_uned
+
+from tips_bench.data import captions as cap
+from tips_bench.data import imagenet as inet
+from tips_bench.data import uned
+from tips_bench.data.base import registered_datasets
+from tips_bench.errors import DatasetError
 
 
 def _corrupt(path: Path) -> None:

@@ -6,7 +6,7 @@ from tips_bench.cli import main
 
 
 def test_task_check_rejects_a_layout_the_task_does_not_read(tmp_path, capsys):
-    from tips_bench.fixtures.nyu import write_nyu_depth
+    from fixture_writers.nyu import write_nyu_depth
 
     mat = write_nyu_depth(tmp_path / "mat", layout="mat")  # the official .mat: nyu_depth pins the BTS layout
     assert main(["data", "check", "nyu_depth", "--root", str(mat)]) == 1
@@ -18,7 +18,7 @@ def test_task_check_rejects_a_layout_the_task_does_not_read(tmp_path, capsys):
 
 
 def test_dataset_check_reports_every_task_reading_it(tmp_path, capsys):
-    from tips_bench.fixtures.voc import write_voc
+    from fixture_writers.voc import write_voc
 
     root = write_voc(tmp_path / "voc", aug="none")  # VOC without SBD: voc_seg trains on trainaug
     assert main(["data", "check", "voc", "--root", str(root)]) == 1

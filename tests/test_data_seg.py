@@ -8,6 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixture_writers.ade20k import ADE20K_FIXTURE_VALUES, write_ade20k
+from fixture_writers.pascal_context import PASCAL_CONTEXT_FIXTURE_VALUES, write_pascal_context
+from fixture_writers.voc import (
+    VOC_FIXTURE_AUG,
+    VOC_FIXTURE_CLASSES,
+    VOC_FIXTURE_TRAIN,
+    VOC_FIXTURE_VAL,
+    write_voc,
+)
 from PIL import Image
 
 from tips_bench.data.ade20k import ADE20K_CLASSES, ADE20KDataset, check_ade20k
@@ -23,15 +32,6 @@ from tips_bench.data.pascal_context import (
 )
 from tips_bench.data.voc import VOC_CLASSES, VOCSegDataset, check_voc, count_problem
 from tips_bench.errors import DatasetError
-from tips_bench.fixtures.ade20k import ADE20K_FIXTURE_VALUES, write_ade20k
-from tips_bench.fixtures.pascal_context import PASCAL_CONTEXT_FIXTURE_VALUES, write_pascal_context
-from tips_bench.fixtures.voc import (
-    VOC_FIXTURE_AUG,
-    VOC_FIXTURE_CLASSES,
-    VOC_FIXTURE_TRAIN,
-    VOC_FIXTURE_VAL,
-    write_voc,
-)
 
 
 def _garbage(path: Path) -> None:

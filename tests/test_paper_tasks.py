@@ -1,6 +1,6 @@
 """The TIPS / TIPSv2 paper tasks (tasks/*.yaml) end to end on tiny official-format fixtures.
 
-Every real dataset is written by its fixture writer (tips_bench/fixtures) and every paper task runs through the
+Every real dataset is written by its fixture writer (tests/fixture_writers) and every paper task runs through the
 CLI with ``--limit 2``, a 56 px input and one probe epoch. Image-only tasks use the ``pixels`` baseline; tasks that
 need a text tower use ``tiny_tips``, a test-only random TIPS-architecture model (width 32, 2 blocks, random
 12-layer text tower) registered through ``$TIPS_BENCH_PATH`` for this module only.

@@ -28,6 +28,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from tips_bench.backbones.checkpoints import CheckpointFiles, file_hash
+from tips_bench.backbones.families import register_family
 from tips_bench.backbones.formats import (
     StateDict,
     count_blocks,
@@ -287,6 +288,7 @@ def resolve_spec(spec: BackboneSpec, checkpoint: str | Path | None = None, arch:
     return _file_spec(spec, ClipFileShape.of(sd), path)
 
 
+@register_family("clip")
 def load_clip(spec: BackboneSpec, files: CheckpointFiles | None, device: str, arch: str | None = None,
               seed: int = 0) -> OpenClipBackbone:
     """A CLIP ViT in OpenAI's key layout (OpenAI releases, open_clip's plain ViTs), architecture from the file.
@@ -341,6 +343,7 @@ def _quiet(fn, *args, **kwargs):
         logger.setLevel(level)
 
 
+@register_family("siglip")
 def load_siglip(spec: BackboneSpec, files: CheckpointFiles | None, device: str, seed: int = 0) -> OpenClipBackbone:
     """SigLIP from an open_clip release file (``visual.trunk.*`` = timm, text in open_clip)."""
     arch = spec.architecture["open_clip_name"]

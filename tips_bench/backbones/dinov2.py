@@ -14,6 +14,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from tips_bench.backbones.checkpoints import CheckpointFiles, file_hash
+from tips_bench.backbones.families import register_family
 from tips_bench.backbones.formats import count_blocks, describe_state_dict, guess_family, read_state_dict
 from tips_bench.backbones.spec import BackboneSpec
 from tips_bench.backbones.vit import TimmViTBackbone
@@ -30,6 +31,7 @@ def _create(spec: BackboneSpec, **kwargs) -> VisionTransformer:
                              embed_dim=a["embed_dim"], depth=a["depth"], num_heads=a["num_heads"], **kwargs)
 
 
+@register_family("dinov2")
 def load_dinov2(spec: BackboneSpec, files: CheckpointFiles | None, device: str, seed: int = 0) -> TimmViTBackbone:
     """Build a DINOv2 backbone from its official ``.pth`` (or randomly when ``files`` is None)."""
     arch = spec.architecture

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from tips_bench.backbones.base import Backbone, Features
+from tips_bench.backbones.families import register_family
 from tips_bench.backbones.spec import BackboneSpec
 
 SEG_SLOTS = 256
@@ -201,7 +202,9 @@ def _keypoint_codes(points: torch.Tensor, valid: torch.Tensor, p: int, h: int, w
     return out + BACKGROUND * torch.from_numpy(code("keypoint:background", dim))
 
 
-def load_oracle(spec: BackboneSpec, device: str) -> OracleBackbone:
+@register_family("oracle")
+def load_oracle(spec: BackboneSpec, files: None, device: str) -> OracleBackbone:
+    """The oracle reads no weights (``files`` is always None)."""
     return OracleBackbone(spec, device)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from tips_bench.backbones.base import Backbone, Features
+from tips_bench.backbones.families import register_family
 from tips_bench.backbones.spec import BackboneSpec
 
 
@@ -22,3 +23,9 @@ class PixelsBackbone(Backbone):
         patches = x.reshape(b, c, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4).reshape(b, c * p * p, h // p, w // p)
         mean = patches.mean(dim=(2, 3))
         return Features(globals={"mean": mean}, patches={0: patches}, layer_cls={0: mean})
+
+
+@register_family("pixels")
+def load_pixels(spec: BackboneSpec, files: None, device: str) -> PixelsBackbone:
+    """The pixels baseline reads no weights (``files`` is always None)."""
+    return PixelsBackbone(spec, device)

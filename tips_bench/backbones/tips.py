@@ -17,6 +17,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from tips_bench.backbones.checkpoints import CheckpointFiles, file_hash
+from tips_bench.backbones.families import register_family
 from tips_bench.backbones.formats import (
     StateDict,
     count_blocks,
@@ -166,6 +167,7 @@ class TipsBackbone(TimmViTBackbone):
         return 1.0 / self._temperature if self._temperature else 100.0
 
 
+@register_family("tips")
 def load_tips(spec: BackboneSpec, files: CheckpointFiles | None, device: str, num_heads: int | None = None,
               text_num_heads: int | None = None, seed: int = 0) -> TipsBackbone:
     """Build a TIPS backbone from its ``*_vision.npz`` (or randomly when ``files`` is None)."""

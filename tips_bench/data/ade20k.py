@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tips_bench.data.base import DatasetEntry, DatasetInfo, Sample, read_rgb, register_dataset, require_path
+from tips_bench.data.base import DatasetInfo, Sample, read_rgb, register_loader, require_path
 from tips_bench.data.voc import count_problem, list_stems, read_index_png, reduce_zero_label, require_members
 from tips_bench.errors import DatasetError
 
@@ -148,16 +148,13 @@ def check_ade20k(root: Path | str, expect_full: bool | None = None) -> list[str]
     return list(dict.fromkeys(problems))
 
 
-register_dataset(
-    DatasetEntry(
-        name="ade20k",
-        description="ADE20K SceneParsing-150 (ADEChallengeData2016): validation 2,000, training 20,210.",
-        splits=ADE20KDataset.splits,
-        default_dirname="ADEChallengeData2016",
-        homepage="http://sceneparsing.csail.mit.edu/",
-        licence="research and educational use (ADE20K terms of use; images from various sources)",
-        open=lambda root, split, **kw: ADE20KDataset(root, split, **kw),
-        check=check_ade20k,
-        how_to_get=f"Download {ADE20K_URL} and unzip it into the data folder (creates ADEChallengeData2016).",
-    )
+register_loader(
+    ADE20KDataset,
+    name="ade20k",
+    description="ADE20K SceneParsing-150 (ADEChallengeData2016): validation 2,000, training 20,210.",
+    default_dirname="ADEChallengeData2016",
+    homepage="http://sceneparsing.csail.mit.edu/",
+    licence="research and educational use (ADE20K terms of use; images from various sources)",
+    check=check_ade20k,
+    how_to_get=f"Download {ADE20K_URL} and unzip it into the data folder (creates ADEChallengeData2016).",
 )

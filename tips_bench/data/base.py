@@ -137,6 +137,18 @@ def register_dataset(entry: DatasetEntry) -> DatasetEntry:
     return entry
 
 
+def register_loader(cls: type, name: str, splits: tuple[str, ...] | None = None, **fields: Any) -> DatasetEntry:
+    """Register the dataset class ``cls`` under ``name``: it opens ``cls(root, split, **options)`` and lists
+    ``splits`` (default ``cls.splits``); ``fields`` are the other :class:`DatasetEntry` fields."""
+    splits = tuple(cls.splits if splits is None else splits)
+    return register_dataset(DatasetEntry(name=name, splits=splits, open=cls, **fields))
+
+
+def sentence(text: str) -> str:
+    """``text`` as a sentence: capitalised, with a final full stop (for ``how_to_get`` from error hints)."""
+    return text[0].upper() + text[1:] + "."
+
+
 def registered_datasets() -> dict[str, DatasetEntry]:
     """Every dataset registered so far, by name."""
     return dict(_DATASETS)

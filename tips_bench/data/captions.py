@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from tips_bench.data.base import DatasetEntry, DatasetInfo, Sample, read_rgb, register_dataset
+from tips_bench.data.base import DatasetInfo, Sample, read_rgb, register_loader, sentence
 from tips_bench.data.jsonfiles import read_json, read_jsonlines
 from tips_bench.errors import DatasetError
 
@@ -284,43 +284,34 @@ def check_docci(root: Path | str, expect_full: bool = True) -> list[str]:
     return _check(Docci, root, expect_full)
 
 
-register_dataset(
-    DatasetEntry(
-        name=CocoKarpathy.name,
-        description="COCO Captions, Karpathy 5k test: image-text retrieval (R@1/5/10)",
-        splits=KARPATHY_SPLITS,
-        default_dirname="coco",
-        homepage="https://cocodataset.org",
-        licence="annotations CC BY 4.0; images under the Flickr terms of use",
-        open=lambda root, split, **kw: CocoKarpathy(root, split, **kw),
-        check=check_coco,
-        how_to_get=HOW_TO_GET["coco_captions"][0].upper() + HOW_TO_GET["coco_captions"][1:] + ".",
-    )
+register_loader(
+    CocoKarpathy,
+    name=CocoKarpathy.name,
+    description="COCO Captions, Karpathy 5k test: image-text retrieval (R@1/5/10)",
+    default_dirname="coco",
+    homepage="https://cocodataset.org",
+    licence="annotations CC BY 4.0; images under the Flickr terms of use",
+    check=check_coco,
+    how_to_get=sentence(HOW_TO_GET["coco_captions"]),
 )
-register_dataset(
-    DatasetEntry(
-        name=Flickr30kKarpathy.name,
-        description="Flickr30k, Karpathy 1k test: image-text retrieval (R@1/5/10)",
-        splits=KARPATHY_SPLITS,
-        default_dirname="flickr30k",
-        homepage="https://shannon.cs.illinois.edu/DenotationGraph/",
-        licence="images under the Flickr terms of use, non-commercial research (access form);"
-        " captions per the Flickr30k terms",
-        open=lambda root, split, **kw: Flickr30kKarpathy(root, split, **kw),
-        check=check_flickr30k,
-        how_to_get=HOW_TO_GET["flickr30k_captions"][0].upper() + HOW_TO_GET["flickr30k_captions"][1:] + ".",
-    )
+register_loader(
+    Flickr30kKarpathy,
+    name=Flickr30kKarpathy.name,
+    description="Flickr30k, Karpathy 1k test: image-text retrieval (R@1/5/10)",
+    default_dirname="flickr30k",
+    homepage="https://shannon.cs.illinois.edu/DenotationGraph/",
+    licence="images under the Flickr terms of use, non-commercial research (access form);"
+    " captions per the Flickr30k terms",
+    check=check_flickr30k,
+    how_to_get=sentence(HOW_TO_GET["flickr30k_captions"]),
 )
-register_dataset(
-    DatasetEntry(
-        name=Docci.name,
-        description="DOCCI: detailed-description image-text retrieval (test, 5,000 images)",
-        splits=DOCCI_SPLITS,
-        default_dirname="docci",
-        homepage="https://google.github.io/docci/",
-        licence="CC BY 4.0",
-        open=lambda root, split, **kw: Docci(root, split, **kw),
-        check=check_docci,
-        how_to_get=HOW_TO_GET["docci"][0].upper() + HOW_TO_GET["docci"][1:] + ".",
-    )
+register_loader(
+    Docci,
+    name=Docci.name,
+    description="DOCCI: detailed-description image-text retrieval (test, 5,000 images)",
+    default_dirname="docci",
+    homepage="https://google.github.io/docci/",
+    licence="CC BY 4.0",
+    check=check_docci,
+    how_to_get=sentence(HOW_TO_GET["docci"]),
 )

@@ -17,7 +17,8 @@ from tips_bench.errors import DatasetError
 
 #: Modules that register real datasets at import time.
 LOADER_MODULES = ("voc", "ade20k", "pascal_context", "nyu", "navi", "spair", "imagenet", "uned", "captions")
-SYNTHETIC = ("synthetic_scenes", "synthetic_objects", "synthetic_pairs")
+#: The synthetic datasets: registered name -> class in :mod:`tips_bench.data.synthetic` (imported on use).
+SYNTHETIC = {"synthetic_scenes": "SceneDataset", "synthetic_objects": "ObjectDataset", "synthetic_pairs": "PairDataset"}
 
 
 def data_root() -> Path:
@@ -53,8 +54,7 @@ def open_dataset(name: str, split: str, size: int | None = None, root: str | Pat
     if name in SYNTHETIC:
         from tips_bench.data import synthetic
 
-        cls = {"synthetic_scenes": synthetic.SceneDataset, "synthetic_objects": synthetic.ObjectDataset,
-               "synthetic_pairs": synthetic.PairDataset}[name]
+        cls = getattr(synthetic, SYNTHETIC[name])
         return cls(split, int(size or 32), image_size=tuple(image_size), seed=seed, **options)
     entries = dataset_entries()
     if name not in entries:

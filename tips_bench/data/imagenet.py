@@ -34,12 +34,12 @@ from types import ModuleType
 import numpy as np
 
 from tips_bench.data.base import (
-    DatasetEntry,
     DatasetInfo,
     Sample,
     read_rgb,
     read_split_file,
-    register_dataset,
+    register_loader,
+    sentence,
 )
 from tips_bench.errors import DatasetError
 
@@ -401,17 +401,15 @@ def check_imagenet(root: Path | str, expect_full: bool = True) -> list[str]:
     return problems
 
 
-register_dataset(
-    DatasetEntry(
-        name=NAME,
-        description="ImageNet-1k (ILSVRC2012): kNN, linear probe and zero-shot classification (top-1 on val)",
-        splits=SPLITS,
-        default_dirname="imagenet",
-        homepage="https://image-net.org/challenges/LSVRC/2012/",
-        licence="ImageNet terms of access: non-commercial research and education only"
-        " (registration required)",
-        open=lambda root, split, **kw: ImageNet(root, split, **kw),
-        check=check_imagenet,
-        how_to_get=HOW_TO_GET[0].upper() + HOW_TO_GET[1:] + ".",
-    )
+register_loader(
+    ImageNet,
+    name=NAME,
+    splits=SPLITS,
+    description="ImageNet-1k (ILSVRC2012): kNN, linear probe and zero-shot classification (top-1 on val)",
+    default_dirname="imagenet",
+    homepage="https://image-net.org/challenges/LSVRC/2012/",
+    licence="ImageNet terms of access: non-commercial research and education only"
+    " (registration required)",
+    check=check_imagenet,
+    how_to_get=sentence(HOW_TO_GET),
 )

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tips_bench.data.base import DatasetEntry, DatasetInfo, Sample, register_dataset, require_path
+from tips_bench.data.base import DatasetInfo, Sample, register_loader, require_path
 from tips_bench.data.geometry import (
     normals_from_depth,
     pixel_rays,
@@ -609,36 +609,30 @@ def check_navi(root: Path | str, strict: bool = False) -> list[str]:
     return problems
 
 
-register_dataset(
-    DatasetEntry(
-        name="navi",
-        description="NAVI object images: depth from disparity PNGs, normals from depth, probe3d splits",
-        splits=Navi.splits,
-        default_dirname="navi_v1.5",
-        homepage="https://navidataset.github.io/",
-        licence="CC BY 4.0 (data, as stated by the authors; unverified here); code Apache-2.0",
-        open=lambda root, split, **kw: Navi(root, split, **kw),
-        check=check_navi,
-        how_to_get=(
-            "Download storage.googleapis.com/gresearch/navi-dataset/navi_v1.5.tar.gz (30 GB) and extract it; "
-            "the root holds one folder per object with wild_set/ and multiview-*/ collections."
-        ),
-    )
+register_loader(
+    Navi,
+    name="navi",
+    description="NAVI object images: depth from disparity PNGs, normals from depth, probe3d splits",
+    default_dirname="navi_v1.5",
+    homepage="https://navidataset.github.io/",
+    licence="CC BY 4.0 (data, as stated by the authors; unverified here); code Apache-2.0",
+    check=check_navi,
+    how_to_get=(
+        "Download storage.googleapis.com/gresearch/navi-dataset/navi_v1.5.tar.gz (30 GB) and extract it; "
+        "the root holds one folder per object with wild_set/ and multiview-*/ collections."
+    ),
 )
 
-register_dataset(
-    DatasetEntry(
-        name="navi_pairs",
-        description="NAVI view pairs, correspondences by depth reprojection (probe3d or official pairs)",
-        splits=NaviPairs.splits,
-        default_dirname="navi_v1.5",
-        homepage="https://navidataset.github.io/",
-        licence="CC BY 4.0 (data, as stated by the authors; unverified here); code Apache-2.0",
-        open=lambda root, split, **kw: NaviPairs(root, split, **kw),
-        check=check_navi,
-        how_to_get=(
-            "Same archive as 'navi' (navi_v1.5.tar.gz); the official pair lists are under "
-            "custom_splits/pairwise_pixel_correspondences/."
-        ),
-    )
+register_loader(
+    NaviPairs,
+    name="navi_pairs",
+    description="NAVI view pairs, correspondences by depth reprojection (probe3d or official pairs)",
+    default_dirname="navi_v1.5",
+    homepage="https://navidataset.github.io/",
+    licence="CC BY 4.0 (data, as stated by the authors; unverified here); code Apache-2.0",
+    check=check_navi,
+    how_to_get=(
+        "Same archive as 'navi' (navi_v1.5.tar.gz); the official pair lists are under "
+        "custom_splits/pairwise_pixel_correspondences/."
+    ),
 )

@@ -24,11 +24,10 @@ from typing import Any
 import numpy as np
 
 from tips_bench.data.base import (
-    DatasetEntry,
     DatasetInfo,
     Sample,
     read_rgb,
-    register_dataset,
+    register_loader,
     require_path,
 )
 from tips_bench.data.geometry import normals_from_depth
@@ -692,37 +691,31 @@ def check_nyu_normals(root: Path | str, strict: bool = False) -> list[str]:
     return problems
 
 
-register_dataset(
-    DatasetEntry(
-        name="nyu_depth",
-        description="NYU Depth v2 monocular depth, Eigen split (654 test images), RMSE in metres",
-        splits=NYUDepth.splits,
-        default_dirname="nyu_depth_v2",
-        homepage="https://cs.nyu.edu/~silberman/datasets/nyu_depth_v2.html",
-        licence="no licence stated by the authors (research use)",
-        open=lambda root, split, **kw: NYUDepth(root, split, **kw),
-        check=check_nyu_depth,
-        how_to_get=(
-            "Put nyu_depth_v2_labeled.mat and splits.mat (horatio.cs.nyu.edu/mit/silberman/) in the root, or "
-            "use the BTS layout (sync/, official_splits/test/, nyudepthv2_{train,test}_files_with_gt.txt)."
-        ),
-    )
+register_loader(
+    NYUDepth,
+    name="nyu_depth",
+    description="NYU Depth v2 monocular depth, Eigen split (654 test images), RMSE in metres",
+    default_dirname="nyu_depth_v2",
+    homepage="https://cs.nyu.edu/~silberman/datasets/nyu_depth_v2.html",
+    licence="no licence stated by the authors (research use)",
+    check=check_nyu_depth,
+    how_to_get=(
+        "Put nyu_depth_v2_labeled.mat and splits.mat (horatio.cs.nyu.edu/mit/silberman/) in the root, or "
+        "use the BTS layout (sync/, official_splits/test/, nyudepthv2_{train,test}_files_with_gt.txt)."
+    ),
 )
 
-register_dataset(
-    DatasetEntry(
-        name="nyu_normals",
-        description="NYU Depth v2 surface normals (probe3d: Ladicky GT on 654 test images, GeoNet train)",
-        splits=NYUNormals.splits,
-        default_dirname="nyu_depth_v2",  # one NYU folder serves both datasets
-        homepage="https://github.com/facebookresearch/fair_self_supervision_benchmark",
-        licence="no licence stated (NYUv2 labeled set, FAIR metadata, GeoNet data)",
-        open=lambda root, split, **kw: NYUNormals(root, split, **kw),
-        check=check_nyu_normals,
-        how_to_get=(
-            "Put nyu_depth_v2_labeled.mat in the root, unzip dl.fbaipublicfiles.com/"
-            "fair_self_supervision_benchmark/nyuv2_surfacenormal_metadata.zip there, and merge GeoNet's "
-            "data1/ and data2/ .mat files into nyu_geonet/."
-        ),
-    )
+register_loader(
+    NYUNormals,
+    name="nyu_normals",
+    description="NYU Depth v2 surface normals (probe3d: Ladicky GT on 654 test images, GeoNet train)",
+    default_dirname="nyu_depth_v2",  # one NYU folder serves both datasets
+    homepage="https://github.com/facebookresearch/fair_self_supervision_benchmark",
+    licence="no licence stated (NYUv2 labeled set, FAIR metadata, GeoNet data)",
+    check=check_nyu_normals,
+    how_to_get=(
+        "Put nyu_depth_v2_labeled.mat in the root, unzip dl.fbaipublicfiles.com/"
+        "fair_self_supervision_benchmark/nyuv2_surfacenormal_metadata.zip there, and merge GeoNet's "
+        "data1/ and data2/ .mat files into nyu_geonet/."
+    ),
 )

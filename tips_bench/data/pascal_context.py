@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from tips_bench.data.base import (
-    DatasetEntry,
     DatasetInfo,
     Sample,
     read_rgb,
     read_split_file,
-    register_dataset,
+    register_loader,
     require_path,
 )
 from tips_bench.data.voc import (
@@ -164,21 +163,18 @@ def check_pascal_context(root: Path | str, expect_full: bool | None = None) -> l
 
 
 for _n, _cls in ((59, PascalContext59Dataset), (60, PascalContext60Dataset)):
-    register_dataset(
-        DatasetEntry(
-            name=f"pascal_context{_n}",
-            description=f"PASCAL-Context, {_n} classes (mmseg layout of VOC2010): val 5,105, train 4,998.",
-            splits=PascalContextDataset.splits,
-            default_dirname="VOCdevkit",
-            homepage="https://cs.stanford.edu/~roozbeh/pascal-context/",
-            licence="images: Flickr terms of use (PASCAL VOC 2010); annotations: research use",
-            open=lambda root, split, _c=_cls, **kw: _c(root, split, **kw),
-            check=check_pascal_context,
-            how_to_get=(
-                f"Unpack {VOC2010_URL} into the data folder (creates VOCdevkit/VOC2010), put "
-                f"{MERGED_JSON_URL} in VOCdevkit/VOC2010 and run mmsegmentation's "
-                "tools/dataset_converters/pascal_context.py data/VOCdevkit "
-                "data/VOCdevkit/VOC2010/trainval_merged.json (needs the detail-api package)."
-            ),
-        )
+    register_loader(
+        _cls,
+        name=f"pascal_context{_n}",
+        description=f"PASCAL-Context, {_n} classes (mmseg layout of VOC2010): val 5,105, train 4,998.",
+        default_dirname="VOCdevkit",
+        homepage="https://cs.stanford.edu/~roozbeh/pascal-context/",
+        licence="images: Flickr terms of use (PASCAL VOC 2010); annotations: research use",
+        check=check_pascal_context,
+        how_to_get=(
+            f"Unpack {VOC2010_URL} into the data folder (creates VOCdevkit/VOC2010), put "
+            f"{MERGED_JSON_URL} in VOCdevkit/VOC2010 and run mmsegmentation's "
+            "tools/dataset_converters/pascal_context.py data/VOCdevkit "
+            "data/VOCdevkit/VOC2010/trainval_merged.json (needs the detail-api package)."
+        ),
     )

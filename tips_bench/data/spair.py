@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 
 from tips_bench.data.base import (
-    DatasetEntry,
     DatasetInfo,
     Sample,
     read_rgb,
     read_split_file,
-    register_dataset,
+    register_loader,
     require_path,
 )
 from tips_bench.errors import DatasetError
@@ -184,19 +183,16 @@ def check_spair(root: Path | str, strict: bool = False) -> list[str]:
     return problems
 
 
-register_dataset(
-    DatasetEntry(
-        name="spair",
-        description="SPair-71k semantic keypoint pairs (18 categories), PCK@0.1 of the target bbox",
-        splits=SPair.splits,
-        default_dirname="SPair-71k",
-        homepage="https://cvlab.postech.ac.kr/research/SPair-71k/",
-        licence="not stated by the authors (images from PASCAL VOC / Flickr terms); research use",
-        open=lambda root, split, **kw: SPair(root, split, **kw),
-        check=check_spair,
-        how_to_get=(
-            "Download cvlab.postech.ac.kr/research/SPair-71k/data/SPair-71k.tar.gz and extract it; the root "
-            "holds JPEGImages/, PairAnnotation/{trn,val,test}/, ImageAnnotation/ and Layout/."
-        ),
-    )
+register_loader(
+    SPair,
+    name="spair",
+    description="SPair-71k semantic keypoint pairs (18 categories), PCK@0.1 of the target bbox",
+    default_dirname="SPair-71k",
+    homepage="https://cvlab.postech.ac.kr/research/SPair-71k/",
+    licence="not stated by the authors (images from PASCAL VOC / Flickr terms); research use",
+    check=check_spair,
+    how_to_get=(
+        "Download cvlab.postech.ac.kr/research/SPair-71k/data/SPair-71k.tar.gz and extract it; the root "
+        "holds JPEGImages/, PairAnnotation/{trn,val,test}/, ImageAnnotation/ and Layout/."
+    ),
 )

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tips_bench.data.base import DatasetEntry, DatasetInfo, Sample, read_rgb, register_dataset
+from tips_bench.data.base import DatasetInfo, Sample, read_rgb, register_loader, sentence
 from tips_bench.data.jsonfiles import read_json
 from tips_bench.errors import DatasetError
 
@@ -288,17 +288,15 @@ def check_uned(
     return problems
 
 
-register_dataset(
-    DatasetEntry(
-        name=NAME,
-        description="UnED: universal image embedding kNN retrieval over 8 domains, merged index (mean R@1)",
-        splits=SPLITS,
-        default_dirname="uned",
-        homepage="https://cmp.felk.cvut.cz/univ_emb/",
-        licence="split files from the UnED project; images under each source dataset's own terms"
-        " (some need registration: DeepFashion In-shop, Food2K, iNat 2018, Met)",
-        open=lambda root, split, **kw: UnedDataset(root, split, **kw),
-        check=check_uned,
-        how_to_get=HOW_TO_GET[0].upper() + HOW_TO_GET[1:] + ".",
-    )
+register_loader(
+    UnedDataset,
+    name=NAME,
+    splits=SPLITS,
+    description="UnED: universal image embedding kNN retrieval over 8 domains, merged index (mean R@1)",
+    default_dirname="uned",
+    homepage="https://cmp.felk.cvut.cz/univ_emb/",
+    licence="split files from the UnED project; images under each source dataset's own terms"
+    " (some need registration: DeepFashion In-shop, Food2K, iNat 2018, Met)",
+    check=check_uned,
+    how_to_get=sentence(HOW_TO_GET),
 )

@@ -22,12 +22,11 @@ import numpy as np
 
 from tips_bench.data.base import (
     IGNORE_INDEX,
-    DatasetEntry,
     DatasetInfo,
     Sample,
     read_rgb,
     read_split_file,
-    register_dataset,
+    register_loader,
     require_path,
 )
 from tips_bench.errors import DatasetError
@@ -284,20 +283,17 @@ def check_voc(root: Path | str, expect_full: bool | None = None) -> list[str]:
     return problems
 
 
-register_dataset(
-    DatasetEntry(
-        name="voc",
-        description="PASCAL VOC 2012 semantic segmentation, 21 classes (val 1,449, trainaug 10,582).",
-        splits=VOCSegDataset.splits,
-        default_dirname="VOCdevkit",
-        homepage="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/",
-        licence="images: Flickr terms of use; annotations: PASCAL VOC terms (research use)",
-        open=lambda root, split, **kw: VOCSegDataset(root, split, **kw),
-        check=check_voc,
-        how_to_get=(
-            f"Download {VOC_URL} and unpack it into the data folder (it creates VOCdevkit/VOC2012); "
-            f"for trainaug also unpack SBD {SBD_URL} and move benchmark_RELEASE/dataset to "
-            "VOCdevkit/VOCaug/dataset."
-        ),
-    )
+register_loader(
+    VOCSegDataset,
+    name="voc",
+    description="PASCAL VOC 2012 semantic segmentation, 21 classes (val 1,449, trainaug 10,582).",
+    default_dirname="VOCdevkit",
+    homepage="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/",
+    licence="images: Flickr terms of use; annotations: PASCAL VOC terms (research use)",
+    check=check_voc,
+    how_to_get=(
+        f"Download {VOC_URL} and unpack it into the data folder (it creates VOCdevkit/VOC2012); "
+        f"for trainaug also unpack SBD {SBD_URL} and move benchmark_RELEASE/dataset to "
+        "VOCdevkit/VOCaug/dataset."
+    ),
 )
