@@ -171,7 +171,8 @@ WEIGHTLESS_FAMILIES = ("pixels", "oracle")
 def weights_identity(spec: BackboneSpec, checkpoint: str | Path | None, random_init: bool, seed: int,
                      overrides: dict | None = None) -> str:
     """A string that changes whenever the weights would: file hashes, or the random-init seed."""
-    extra = "" if not overrides else "|" + ",".join(f"{k}={v}" for k, v in sorted(overrides.items()) if v)
+    options = ",".join(f"{k}={v}" for k, v in sorted((overrides or {}).items()) if v)
+    extra = f"|{options}" if options else ""  # unset options leave the identity as it is
     if spec.family in WEIGHTLESS_FAMILIES:
         return f"{spec.family}:v{spec.version}" + extra
     if random_init:
