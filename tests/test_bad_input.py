@@ -17,9 +17,11 @@ import torch
 from tips_bench.cli import main
 from tips_bench.results import ResultRow
 
-RUN = ["run", "--task", "toy_knn", "--limit", "4", "--no-progress", "--num-workers", "0"]
-PIX = [*RUN, "--backbone", "pixels"]
-RND = [*RUN, "--backbone", "tips_s14+random"]
+RUN = ["run", "--limit", "4", "--no-progress", "--num-workers", "0"]
+PIX = [*RUN, "--backbone", "pixels", "--task", "toy_knn"]
+RND = [*RUN, "--backbone", "tips_s14+random", "--task", "toy_knn"]
+PIXT = [*RUN, "--backbone", "pixels"]
+KNN = [*RUN, "--task", "toy_knn"]  # the case names its task
 FEAT = ["features", "--backbone", "pixels", "--out", "{out}/f.npz"]
 RANDOM_BYTES = bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8))
 BASELINE_HEADER = ("backbone,random_init,task,task_version,metric,higher_is_better,mean,std,n_seeds,band_k,"
@@ -96,24 +98,24 @@ NO_SETUP: Callable[[Path], None] = lambda tmp: None  # noqa: E731
 CASES: list[tuple[str, Callable[[Path], None], list[str]]] = [
     # checkpoints: foreign, damaged or incomplete files
     ("ckpt-text-as-pt", write("ck/ViT-B-16.pt", "this is not a checkpoint\n"),
-     [*RUN, "--backbone", "clip_b16", "--checkpoint", "{tmp}/ck/ViT-B-16.pt"]),
-    ("ckpt-random-bytes-pth", write("ck/dinov2_vits14_pretrain.pth", RANDOM_BYTES), [*RUN, *DINO_CK]),
-    ("ckpt-npz-missing-arrays", write("ck/tips_s14_vision.npz", _npz(foo=np.zeros(3))), [*RUN, *TIPS_CK]),
-    ("ckpt-npz-partial-arrays", write("ck/tips_s14_vision.npz", TINY_NPZ), [*RUN, *TIPS_CK]),
-    ("ckpt-empty-file", write("ck/tips_s14_vision.npz", b""), [*RUN, *TIPS_CK]),
-    ("ckpt-truncated-npz", write("ck/tips_s14_vision.npz", TINY_NPZ[: len(TINY_NPZ) // 2]), [*RUN, *TIPS_CK]),
-    ("ckpt-zip-without-arrays", write("ck/tips_s14_vision.npz", _zip_without_npy()), [*RUN, *TIPS_CK]),
-    ("ckpt-pth-holds-a-list", write("ck/dinov2_vits14_pretrain.pth", _torch([1, 2, 3])), [*RUN, *DINO_CK]),
+     [*KNN, "--backbone", "clip_b16", "--checkpoint", "{tmp}/ck/ViT-B-16.pt"]),
+    ("ckpt-random-bytes-pth", write("ck/dinov2_vits14_pretrain.pth", RANDOM_BYTES), [*KNN, *DINO_CK]),
+    ("ckpt-npz-missing-arrays", write("ck/tips_s14_vision.npz", _npz(foo=np.zeros(3))), [*KNN, *TIPS_CK]),
+    ("ckpt-npz-partial-arrays", write("ck/tips_s14_vision.npz", TINY_NPZ), [*KNN, *TIPS_CK]),
+    ("ckpt-empty-file", write("ck/tips_s14_vision.npz", b""), [*KNN, *TIPS_CK]),
+    ("ckpt-truncated-npz", write("ck/tips_s14_vision.npz", TINY_NPZ[: len(TINY_NPZ) // 2]), [*KNN, *TIPS_CK]),
+    ("ckpt-zip-without-arrays", write("ck/tips_s14_vision.npz", _zip_without_npy()), [*KNN, *TIPS_CK]),
+    ("ckpt-pth-holds-a-list", write("ck/dinov2_vits14_pretrain.pth", _torch([1, 2, 3])), [*KNN, *DINO_CK]),
     ("ckpt-pth-foreign-state-dict", write("ck/dinov2_vits14_pretrain.pth", _torch({"a.weight": torch.zeros(2)})),
-     [*RUN, *DINO_CK]),
+     [*KNN, *DINO_CK]),
     ("ckpt-truncated-pth", write("ck/dinov2_vits14_pretrain.pth", _torch({"a": torch.zeros(64)})[:300]),
-     [*RUN, *DINO_CK]),
+     [*KNN, *DINO_CK]),
     ("ckpt-garbage-safetensors", write("ck/model.safetensors", RANDOM_BYTES),
-     [*RUN, "--backbone", "dinov2_s14", "--checkpoint", "{tmp}/ck/model.safetensors"]),
-    ("ckpt-does-not-exist", NO_SETUP, [*RUN, "--backbone", "tips_s14", "--checkpoint", "{tmp}/nope.npz"]),
+     [*KNN, "--backbone", "dinov2_s14", "--checkpoint", "{tmp}/ck/model.safetensors"]),
+    ("ckpt-does-not-exist", NO_SETUP, [*KNN, "--backbone", "tips_s14", "--checkpoint", "{tmp}/nope.npz"]),
     ("ckpt-features-random-bytes", both(write("ck/tips_s14_vision.npz", RANDOM_BYTES), write("img.png", GOOD_IMAGE)),
      ["features", *TIPS_CK, "--out", "{out}/f.npz", "{tmp}/img.png"]),
-    ("ckpt-missing-no-download", NO_SETUP, [*RUN, "--backbone", "tips_s14"]),
+    ("ckpt-missing-no-download", NO_SETUP, [*KNN, "--backbone", "tips_s14"]),
     # numeric options
     ("batch-size-0", NO_SETUP, [*PIX, "--batch-size", "0"]),
     ("batch-size-negative", NO_SETUP, [*PIX, "--batch-size", "-4"]),
@@ -129,8 +131,8 @@ CASES: list[tuple[str, Callable[[Path], None], list[str]]] = [
     ("num-heads-zero", NO_SETUP, [*RND, "--num-heads", "0"]),
     ("text-num-heads-negative", NO_SETUP, [*RND, "--text-num-heads", "-2"]),
     # --set overrides
-    ("set-epochs-not-number", NO_SETUP, [*PIX, "--task", "toy_linear", "--set", "probe.epochs=abc"]),
-    ("set-epochs-negative", NO_SETUP, [*PIX, "--task", "toy_linear", "--set", "probe.epochs=-3"]),
+    ("set-epochs-not-number", NO_SETUP, [*PIXT, "--task", "toy_linear", "--set", "probe.epochs=abc"]),
+    ("set-epochs-negative", NO_SETUP, [*PIXT, "--task", "toy_linear", "--set", "probe.epochs=-3"]),
     ("set-unknown-key", NO_SETUP, [*PIX, "--set", "nosuchkey=1"]),
     ("set-without-equals", NO_SETUP, [*PIX, "--set", "probe.epochs"]),
     ("set-empty-key", NO_SETUP, [*PIX, "--set", "=1"]),
@@ -148,16 +150,16 @@ CASES: list[tuple[str, Callable[[Path], None], list[str]]] = [
     ("command-unknown", NO_SETUP, ["frobnicate"]),
     # names
     ("task-unknown", NO_SETUP, ["run", "--backbone", "pixels", "--task", "no_such_task"]),
-    ("backbone-unknown", NO_SETUP, [*RUN, "--backbone", "no_such_backbone"]),
+    ("backbone-unknown", NO_SETUP, [*KNN, "--backbone", "no_such_backbone"]),
     ("suite-unknown", NO_SETUP, ["run", "--backbone", "pixels", "--suite", "no_such_suite"]),
     ("text-task-on-image-only", NO_SETUP, [*RUN, "--backbone", "pixels", "--task", "toy_zeroshot"]),
     # config files and definitions
     ("config-is-yaml-list", both(write("config.yaml", "- a\n- b\n"), env("TIPS_BENCH_CONFIG", "{tmp}/config.yaml")),
-     [*RUN, "--backbone", "tips_s14"]),
+     [*KNN, "--backbone", "tips_s14"]),
     ("config-bad-yaml", both(write("config.yaml", "a: [1,\n"), env("TIPS_BENCH_CONFIG", "{tmp}/config.yaml")),
-     [*RUN, "--backbone", "tips_s14"]),
+     [*KNN, "--backbone", "tips_s14"]),
     ("config-dirs-not-list", both(write("config.yaml", "checkpoint_dirs: 3\n"),
-                                  env("TIPS_BENCH_CONFIG", "{tmp}/config.yaml")), [*RUN, "--backbone", "tips_s14"]),
+                                  env("TIPS_BENCH_CONFIG", "{tmp}/config.yaml")), [*KNN, "--backbone", "tips_s14"]),
     ("task-definition-bad-yaml", both(write("defs/tasks/broken.yaml", "name: [\n"), env("TIPS_BENCH_PATH", "{tmp}/defs")),
      PIX),
     # the results store and the cache folder
@@ -168,7 +170,7 @@ CASES: list[tuple[str, Callable[[Path], None], list[str]]] = [
     ("results-empty", write("empty.jsonl", ""), ["report", "--results", "{tmp}/empty.jsonl"]),
     ("cache-dir-is-file", NO_SETUP, [*PIX, "--cache-dir", "{results}"]),
     ("cache-dir-below-file", NO_SETUP, [*PIX, "--cache-dir", "{results}/cache"]),
-    ("cache-env-is-file", env("TIPS_BENCH_CACHE", "{results}"), PIX),
+    ("cache-env-is-file", env("TIPS_BENCH_CACHE", "{tmp}/results.jsonl"), PIX),
     ("shard-mb-not-number", env("TIPS_BENCH_SHARD_MB", "abc"), RND),
     ("shard-mb-zero", env("TIPS_BENCH_SHARD_MB", "0"), RND),
     # export and report outputs
@@ -228,8 +230,8 @@ CASES: list[tuple[str, Callable[[Path], None], list[str]]] = [
     ("data-check-unknown", NO_SETUP, ["data", "check", "no_such_dataset"]),
     ("data-check-root-missing", NO_SETUP, ["data", "check", "voc", "--root", "{tmp}/nope"]),
     ("data-check-root-is-file", NO_SETUP, ["data", "check", "voc", "--root", "{results}"]),
-    ("paper-task-root-missing", NO_SETUP, [*PIX, "--task", "voc_seg", "--root", "{tmp}/nope"]),
-    ("data-root-is-file", NO_SETUP, [*PIX, "--task", "voc_seg", "--data-root", "{results}"]),
+    ("paper-task-root-missing", NO_SETUP, [*PIXT, "--task", "voc_seg", "--root", "{tmp}/nope"]),
+    ("data-root-is-file", NO_SETUP, [*PIXT, "--task", "voc_seg", "--data-root", "{results}"]),
     # cache maintenance
     ("cache-rm-unknown-backbone", NO_SETUP, ["cache", "rm", "--backbone", "no_such_backbone", "--yes"]),
     ("cache-ls-unknown-task", NO_SETUP, ["cache", "ls", "--task", "no_such_task"]),

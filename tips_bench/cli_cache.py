@@ -53,13 +53,25 @@ def _when(stamp: float | None) -> str:
 
 def _select(cache: FeatureCache, args: argparse.Namespace) -> list[CacheEntry]:
     """Entries named by key (prefixes) or matching every given --backbone / --task filter."""
-    entries = [cache.find(k) for k in args.keys] if args.keys else cache.entries()
     backbones, tasks = _split(args.backbone), _split(args.task)
+    _check_names(backbones, tasks)
+    entries = [cache.find(k) for k in args.keys] if args.keys else cache.entries()
     if backbones:
         entries = [e for e in entries if backbone_label(e) in backbones or e.fields.get("backbone") in backbones]
     if tasks:
         entries = [e for e in entries if set(tasks) & set(e.users())]
     return entries
+
+
+def _check_names(backbones: list[str], tasks: list[str]) -> None:
+    """A misspelt --backbone or --task filter is an error (it would silently match nothing, or remove nothing)."""
+    from tips_bench.backbones.spec import get_backbone_spec
+    from tips_bench.tasks.base import get_task_definition
+
+    for name in backbones:
+        get_backbone_spec(name.removesuffix("+random"))
+    for name in tasks:
+        get_task_definition(name)
 
 
 def _state(entry: CacheEntry) -> str:
