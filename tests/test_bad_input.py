@@ -20,8 +20,8 @@ from tips_bench.results import ResultRow
 RUN = ["run", "--limit", "4", "--no-progress", "--num-workers", "0"]
 PIX = [*RUN, "--backbone", "pixels", "--task", "toy_knn"]
 RND = [*RUN, "--backbone", "tips_s14+random", "--task", "toy_knn"]
-PIXT = [*RUN, "--backbone", "pixels"]
-KNN = [*RUN, "--task", "toy_knn"]  # the case names its task
+PIXT = [*RUN, "--backbone", "pixels"]  # the case names its task
+KNN = [*RUN, "--task", "toy_knn"]  # the case names its backbone
 FEAT = ["features", "--backbone", "pixels", "--out", "{out}/f.npz"]
 RANDOM_BYTES = bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8))
 BASELINE_HEADER = ("backbone,random_init,task,task_version,metric,higher_is_better,mean,std,n_seeds,band_k,"
@@ -160,8 +160,8 @@ CASES: list[tuple[str, Callable[[Path], None], list[str]]] = [
      [*KNN, "--backbone", "tips_s14"]),
     ("config-dirs-not-list", both(write("config.yaml", "checkpoint_dirs: 3\n"),
                                   env("TIPS_BENCH_CONFIG", "{tmp}/config.yaml")), [*KNN, "--backbone", "tips_s14"]),
-    ("task-definition-bad-yaml", both(write("defs/tasks/broken.yaml", "name: [\n"), env("TIPS_BENCH_PATH", "{tmp}/defs")),
-     PIX),
+    ("task-definition-bad-yaml", both(write("defs/tasks/broken.yaml", "name: [\n"),
+                                      env("TIPS_BENCH_PATH", "{tmp}/defs")), PIX),
     # the results store and the cache folder
     ("results-is-folder", mkdir("resdir"), [*PIX, "--results", "{tmp}/resdir"]),
     ("results-below-file", NO_SETUP, [*PIX, "--results", "{results}/runs.jsonl"]),
@@ -294,7 +294,8 @@ def test_bad_input(case_id: str, setup: Callable[[Path], None], argv: list[str],
                         "TIPS_BENCH_CONFIG": tmp_path / "no_config.yaml", "HF_HUB_OFFLINE": "1"}.items():
         monkeypatch.setenv(name, str(value))
     for name in ("TIPS_BENCH_PATH", "TIPS_BENCH_SHARD_MB", "RANK", "WORLD_SIZE", "SLURM_PROCID"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded, so that what a case's setup sets is undone afterwards
+        monkeypatch.delenv(name)
     setup(tmp_path)
     before = _snapshot(cache, results, out)
     args = [a.format(tmp=tmp_path, out=out, results=results, cache=cache) for a in argv]

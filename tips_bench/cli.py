@@ -38,8 +38,10 @@ def _add_backbone_args(p: argparse.ArgumentParser, required: bool = True, many: 
     p.add_argument("--download", action="store_true",
                    help="first download missing checkpoint files from the definition's URLs into the --checkpoint "
                    "folder or the first checkpoint folder (as 'tips-bench fetch'; $TIPS_BENCH_OFFLINE=1 forbids it)")
-    p.add_argument("--num-heads", type=positive_int, help="override the attention head count of the image tower (TIPS)")
-    p.add_argument("--text-num-heads", type=positive_int, help="override the attention head count of the text tower (TIPS)")
+    p.add_argument("--num-heads", type=positive_int,
+                   help="override the attention head count of the image tower (TIPS)")
+    p.add_argument("--text-num-heads", type=positive_int,
+                   help="override the attention head count of the text tower (TIPS)")
     p.add_argument("--arch", help="open_clip architecture name, for the generic 'openclip' backbone")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--compile", action="store_true",

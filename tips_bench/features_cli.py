@@ -47,6 +47,9 @@ def write_features(args: argparse.Namespace) -> None:
         from tips_bench.download import ensure_backbones
 
         ensure_backbones([(args.backbone, False)], checkpoint=args.checkpoint)
+    from tips_bench.validate import check_backbone_files
+
+    check_backbone_files(args.backbone, args.random_init, args.checkpoint)
     precision = resolve_precision(args.precision, args.device)
     backbone = _backbone_from_args(args)
     n = backbone.spec.native_resolution

@@ -115,6 +115,8 @@ def read_baseline(path: str | Path) -> list[Band]:
     import pandas as pd
 
     p = Path(path)
+    if p.is_dir():
+        raise TipsBenchError(f"baseline {p} is a folder; pass the baseline CSV file (e.g. results/ci_baseline.csv)")
     if not p.is_file():
         raise TipsBenchError(f"baseline {p} does not exist; create it with 'tips-bench regress --update {p}'")
     try:

@@ -278,6 +278,6 @@ def _check_override_value(task: str, key: str, old: Any, new: Any) -> None:
         olds = old if isinstance(old, list) else [old]
         if all(o >= 0 for o in olds) and any(v < 0 for v in numbers):
             raise bad("a negative value is not allowed here")
-    if leaf in POSITIVE_KEYS and isinstance(new, int | float | list) and not isinstance(new, bool):
-        if any(isinstance(v, int | float) and not isinstance(v, bool) and v <= 0 for v in numbers):
-            raise bad(f"'{leaf}' must be positive")
+    if leaf in POSITIVE_KEYS and isinstance(new, int | float | list) and not isinstance(new, bool) and any(
+            isinstance(v, int | float) and not isinstance(v, bool) and v <= 0 for v in numbers):
+        raise bad(f"'{leaf}' must be positive")
