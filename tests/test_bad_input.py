@@ -234,7 +234,7 @@ CASES: list[tuple[str, Callable[[Path], None], list[str]]] = [
     ("data-root-is-file", NO_SETUP, [*PIXT, "--task", "voc_seg", "--data-root", "{results}"]),
     # cache maintenance
     ("cache-rm-unknown-backbone", NO_SETUP, ["cache", "rm", "--backbone", "no_such_backbone", "--yes"]),
-    ("cache-ls-unknown-task", NO_SETUP, ["cache", "ls", "--task", "no_such_task"]),
+    ("cache-rm-unknown-task", NO_SETUP, ["cache", "rm", "--task", "no_such_task", "--yes"]),
     ("cache-rm-unknown-key", NO_SETUP, ["cache", "rm", "deadbeef", "--yes"]),
     ("cache-ls-dir-is-file", NO_SETUP, ["cache", "ls", "--cache-dir", "{results}"]),
     # fetch

@@ -53,9 +53,8 @@ def _when(stamp: float | None) -> str:
 
 def _select(cache: FeatureCache, args: argparse.Namespace) -> list[CacheEntry]:
     """Entries named by key (prefixes) or matching every given --backbone / --task filter."""
-    backbones, tasks = _split(args.backbone), _split(args.task)
-    _check_names(backbones, tasks)
     entries = [cache.find(k) for k in args.keys] if args.keys else cache.entries()
+    backbones, tasks = _split(args.backbone), _split(args.task)
     if backbones:
         entries = [e for e in entries if backbone_label(e) in backbones or e.fields.get("backbone") in backbones]
     if tasks:
@@ -64,7 +63,7 @@ def _select(cache: FeatureCache, args: argparse.Namespace) -> list[CacheEntry]:
 
 
 def _check_names(backbones: list[str], tasks: list[str]) -> None:
-    """A misspelt --backbone or --task filter is an error (it would silently match nothing, or remove nothing)."""
+    """``cache rm``: a misspelt --backbone or --task filter is an error, not a silent 'nothing removed'."""
     from tips_bench.backbones.spec import get_backbone_spec
     from tips_bench.tasks.base import get_task_definition
 
@@ -131,6 +130,7 @@ def _confirm(prompt: str) -> bool:
 def cmd_cache_rm(args: argparse.Namespace) -> int:
     """Remove the matching entries, never one that another process is filling."""
     cache = _cache(args)
+    _check_names(_split(args.backbone), _split(args.task))
     entries = _select(cache, args)
     cache.clean_trash()
     if not entries:

@@ -358,12 +358,13 @@ def cmd_regress(args: argparse.Namespace) -> int:
 
         validate.check_output_file(args.update, "--update")
         _preflight(args, backbones, tasks, opts)
-        _download_if_asked(args, backbones)
-        _check_checkpoints(args, backbones)
-        runner = _runner(args)
         included = suite.included_bands(args.include, tasks, backbones) if args.include else []
         have = {(b.backbone, b.random_init) for b in included}
-        rows = run_grid([b for b in backbones if b not in have], tasks, list(range(args.seeds or 3)), opts, runner)
+        measured = [b for b in backbones if b not in have]
+        _download_if_asked(args, backbones)
+        _check_checkpoints(args, measured)
+        runner = _runner(args)
+        rows = run_grid(measured, tasks, list(range(args.seeds or 3)), opts, runner)
         suite.write_baseline(suite.bands_from_rows(rows) + included, args.update)
         print(f"wrote {args.update} from {len(rows)} rows over {args.seeds or 3} seeds"
               + (f" and {len(included)} bands of {args.include}" if included else ""))
