@@ -111,7 +111,10 @@ def _parse_overrides(items: list[str] | None) -> dict:
         if not sep or not key:
             raise TipsBenchError(f"--set {item} is not KEY=VALUE (e.g. --set probe.epochs=1)")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            parsed = yaml.safe_load(value)
+            if isinstance(parsed, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", parsed.strip()):
+                parsed = float(parsed)  # YAML 1.1 reads 1e-7 (no dot) as a string
+            out[key.strip()] = parsed
         except yaml.YAMLError:
             raise TipsBenchError(f"--set {item}: the value '{value}' is not valid YAML (quote strings, close "
                                  "brackets)") from None
