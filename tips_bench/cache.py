@@ -748,6 +748,10 @@ def shard_size_for(bytes_per_item: int, target_bytes: int | None = None) -> int:
         raw = os.environ.get("TIPS_BENCH_SHARD_MB")
         try:
             target_bytes = int(float(raw) * (1 << 20)) if raw else DEFAULT_SHARD_BYTES
-        except ValueError as exc:
-            raise TipsBenchError(f"TIPS_BENCH_SHARD_MB={raw} is not a number of megabytes") from exc
+        except (ValueError, OverflowError) as exc:
+            raise TipsBenchError(f"TIPS_BENCH_SHARD_MB={raw} is not a number of megabytes; set it to e.g. 64 or "
+                                 "unset it") from exc
+        if target_bytes < 1:
+            raise TipsBenchError(f"TIPS_BENCH_SHARD_MB={raw} is not a positive number of megabytes; set it to e.g. "
+                                 "64 or unset it")
     return max(1, target_bytes // max(1, bytes_per_item))

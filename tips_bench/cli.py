@@ -8,8 +8,21 @@ from collections.abc import Callable, Sequence
 
 from tips_bench import __version__
 from tips_bench.errors import TipsBenchError
+from tips_bench.validate import positive_int
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+class UsageError(TipsBenchError):
+    """A command line argparse rejects: unknown option, missing or malformed value."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``tips-bench: error: ...``, exit 2) printed by ``main``, not
+    argparse's usage block; subparsers inherit the class."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}; see '{self.prog} --help'")
 
 
 def _add_backbone_args(p: argparse.ArgumentParser, required: bool = True, many: bool = False) -> None:
@@ -25,8 +38,10 @@ def _add_backbone_args(p: argparse.ArgumentParser, required: bool = True, many: 
     p.add_argument("--download", action="store_true",
                    help="first download missing checkpoint files from the definition's URLs into the --checkpoint "
                    "folder or the first checkpoint folder (as 'tips-bench fetch'; $TIPS_BENCH_OFFLINE=1 forbids it)")
-    p.add_argument("--num-heads", type=int, help="override the attention head count of the image tower (TIPS)")
-    p.add_argument("--text-num-heads", type=int, help="override the attention head count of the text tower (TIPS)")
+    p.add_argument("--num-heads", type=positive_int,
+                   help="override the attention head count of the image tower (TIPS)")
+    p.add_argument("--text-num-heads", type=positive_int,
+                   help="override the attention head count of the text tower (TIPS)")
     p.add_argument("--arch", help="open_clip architecture name, for the generic 'openclip' backbone")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--compile", action="store_true",
@@ -81,7 +96,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tips-bench",
         description="Evaluate frozen vision and vision-language backbones the way the TIPS papers do.",
     )
@@ -93,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "capabilities and whether its checkpoint files are found in the configured folders "
                        "($TIPS_BENCH_CHECKPOINTS, config file checkpoint_dirs).")
     p.add_argument("-v", "--verbose", action="store_true", help="also print each file name and download URL")
-    p.add_argument("--width", type=int, default=None, help="table width in characters (default: terminal)")
+    p.add_argument("--width", type=positive_int, default=None, help="table width in characters (default: terminal)")
     p.set_defaults(func=cmd_backbones)
 
     p = sub.add_parser(
@@ -114,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", help="HxW to resize every image to, multiples of the patch size "
                    "(default: the backbone's native resolution, square)")
     p.add_argument("--layers", help="comma-separated block indices to save as well (negative = from the end)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass (default: 8)")
     p.add_argument("--out", required=True, help="output .npz file (written atomically)")
     p.add_argument("images", nargs="+", help="image files")
     p.set_defaults(func=cmd_features)
@@ -155,11 +170,12 @@ _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv or ["run"])  # no arguments: the built-in synthetic suite
     try:
+        args = parser.parse_args(argv or ["run"])  # no arguments: the built-in synthetic suite
         return int(args.func(args) or 0)
     except TipsBenchError as exc:
-        print(f"tips-bench: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the message quotes (YAML errors, paths)
+        print(f"tips-bench: error: {message.removeprefix('tips-bench: ')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tips-bench: interrupted", file=sys.stderr)

@@ -62,6 +62,17 @@ def _select(cache: FeatureCache, args: argparse.Namespace) -> list[CacheEntry]:
     return entries
 
 
+def _check_names(backbones: list[str], tasks: list[str]) -> None:
+    """``cache rm``: a misspelt --backbone or --task filter is an error, not a silent 'nothing removed'."""
+    from tips_bench.backbones.spec import get_backbone_spec
+    from tips_bench.tasks.base import get_task_definition
+
+    for name in backbones:
+        get_backbone_spec(name.removesuffix("+random"))
+    for name in tasks:
+        get_task_definition(name)
+
+
 def _state(entry: CacheEntry) -> str:
     st = entry.status()
     if st.state == "filling":
@@ -119,6 +130,7 @@ def _confirm(prompt: str) -> bool:
 def cmd_cache_rm(args: argparse.Namespace) -> int:
     """Remove the matching entries, never one that another process is filling."""
     cache = _cache(args)
+    _check_names(_split(args.backbone), _split(args.task))
     entries = _select(cache, args)
     cache.clean_trash()
     if not entries:

@@ -7,7 +7,8 @@ import re
 import sys
 from pathlib import Path
 
-from tips_bench.errors import TipsBenchError
+from tips_bench.errors import InputError, TipsBenchError
+from tips_bench.validate import nonnegative_int, positive_int
 
 
 def _console():
@@ -19,7 +20,11 @@ def _console():
 def _store(path: str | None):
     from tips_bench.results import ResultsStore
 
-    return ResultsStore(path) if path else ResultsStore()
+    store = ResultsStore(path) if path else ResultsStore()
+    if store.path.is_dir():
+        raise InputError(f"the results store {store.path} is a folder; name a .jsonl file with --results or "
+                         "$TIPS_BENCH_RESULTS")
+    return store
 
 
 def _headline_columns(tasks) -> list[str]:
@@ -105,8 +110,56 @@ def _parse_overrides(items: list[str] | None) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise TipsBenchError(f"--set {item} is not KEY=VALUE (e.g. --set probe.epochs=1)")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            parsed = yaml.safe_load(value)
+            if isinstance(parsed, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", parsed.strip()):
+                parsed = float(parsed)  # YAML 1.1 reads 1e-7 (no dot) as a string
+            out[key.strip()] = parsed
+        except yaml.YAMLError:
+            raise TipsBenchError(f"--set {item}: the value '{value}' is not valid YAML (quote strings, close "
+                                 "brackets)") from None
     return out
+
+
+def _preflight(args: argparse.Namespace, backbones: list[tuple[str, bool]], tasks: list[str], opts) -> None:
+    """Every check that needs no backbone: names, options, devices, data folders and the output paths, so that
+    bad input fails before any work and before anything is written."""
+    from tips_bench import validate
+    from tips_bench.backbones.spec import get_backbone_spec
+    from tips_bench.cache import FeatureCache, shard_size_for
+    from tips_bench.runner import overrides_per_task
+    from tips_bench.tasks.base import get_task_definition, make_task
+
+    validate.check_device(opts.device)
+    specs = [get_backbone_spec(name) for name, _ in backbones]
+    definitions = [get_task_definition(t) for t in tasks]
+    per_task = overrides_per_task(tasks, opts.overrides)
+    made = [make_task(d.with_overrides(per_task[d.name])) for d in definitions]
+    for spec in specs:
+        width = spec.architecture.get("embed_dim") if opts.num_heads else None
+        if width and int(width) % opts.num_heads:
+            raise InputError(f"--num-heads {opts.num_heads} does not divide the width {width} of {spec.name}; pass a "
+                             f"divisor such as {max(1, int(width) // 64)}")
+    if len(specs) * len(made) == 1:  # one cell: a capability it lacks is an error, not a skipped cell
+        made[0].check_backbone(specs[0])
+    if getattr(args, "data_root", None):
+        validate.check_input_dir(args.data_root, "--data-root")
+    if getattr(args, "root", None):
+        validate.check_input_dir(args.root, "--root")
+    if hasattr(args, "results"):
+        validate.check_output_file(_store(args.results).path, "--results" if args.results else "results store")
+    cache = FeatureCache(args.cache_dir)
+    cache.check_root()
+    validate.check_output_dir(cache.root, "--cache-dir" if args.cache_dir else "feature cache folder")
+    shard_size_for(1)  # $TIPS_BENCH_SHARD_MB
+
+
+def _check_checkpoints(args: argparse.Namespace, backbones: list[tuple[str, bool]]) -> None:
+    """Each backbone's checkpoint file is present and reads as a checkpoint, before any work."""
+    from tips_bench.validate import check_backbone_files
+
+    for name, random_init in dict.fromkeys(backbones):
+        check_backbone_files(name, random_init, args.checkpoint)
 
 
 def _seeds(args: argparse.Namespace) -> list[int]:
@@ -149,11 +202,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     info = distributed.detect()
     opts = _run_options(args)
+    _preflight(args, backbones, tasks, opts)
     opts.device = info.device(opts.device)
-    runner = _runner(args)
-    runner.dist = info
     if info.is_main:
         _download_if_asked(args, backbones)
+    _check_checkpoints(args, backbones)
+    runner = _runner(args)
+    runner.dist = info
     distributed.init(info, opts.device)
     rows = run_grid(backbones, tasks, _seeds(args), opts, runner)
     distributed.finish(info)
@@ -186,6 +241,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     opts = RunOptions(limit=args.limit, device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
                       progress=not args.no_progress, overrides=_parse_overrides(args.set),
                       extra={"root": args.root} if args.root else {})
+    _preflight(args, [("oracle", False)], tasks, opts)
     checks = run_selftest(tasks, Runner(store=None, cache=FeatureCache(args.cache_dir)), opts)
     table = Table(title="tips-bench selftest (oracle backbone)")
     for col in ("task", "headline", "oracle", "optimum", "pass if", "", "optimum from"):
@@ -253,8 +309,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tips_bench import report
+    from tips_bench import report, validate
 
+    if args.plot:
+        validate.check_output_dir(args.plot, "--plot")
+    if args.html:
+        validate.check_output_dir(args.html, "--html")
     frame = _store_frame(args)
     _print_table(frame, args.format, paper=not args.no_paper, all_metrics=args.all_metrics)
     marked = _mark_smoke_runs(frame)
@@ -276,7 +336,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from tips_bench import report
 
     target, fmt = (args.csv, "csv") if args.csv else (args.parquet, "parquet") if args.parquet else (args.out, None)
-    report.export_format(target, fmt)  # a bad suffix fails before the store is read
+    report.export_format(target, fmt)  # a bad suffix or an unwritable path fails before the store is read
+    from tips_bench import validate
+
+    validate.check_output_file(target, f"--{fmt or 'out'}")
     frame = _store_frame(args)
     path = report.export_leaderboard(_mark_smoke_runs(frame), Path(target), paper=None if not args.no_paper else [],
                                      fmt=fmt)
@@ -288,24 +351,33 @@ def cmd_regress(args: argparse.Namespace) -> int:
     from tips_bench import suite
     from tips_bench.results import rows_frame
 
-    runner = _runner(args)
     opts = _run_options(args)
     if args.update:
         backbones = [suite.parse_backbone(b, False) for a in (args.backbone or []) for b in a.split(",") if b] \
             or list(suite.DEFAULT_BACKBONES)
         tasks = [t for a in args.task for t in a.split(",") if t] if args.task else suite.suite_tasks(args.suite)
+        from tips_bench import validate
         from tips_bench.runner import run_grid
 
-        _download_if_asked(args, backbones)
+        validate.check_output_file(args.update, "--update")
+        _preflight(args, backbones, tasks, opts)
         included = suite.included_bands(args.include, tasks, backbones) if args.include else []
         have = {(b.backbone, b.random_init) for b in included}
-        rows = run_grid([b for b in backbones if b not in have], tasks, list(range(args.seeds or 3)), opts, runner)
+        measured = [b for b in backbones if b not in have]
+        _download_if_asked(args, backbones)
+        _check_checkpoints(args, measured)
+        runner = _runner(args)
+        rows = run_grid(measured, tasks, list(range(args.seeds or 3)), opts, runner)
         suite.write_baseline(suite.bands_from_rows(rows) + included, args.update)
         print(f"wrote {args.update} from {len(rows)} rows over {args.seeds or 3} seeds"
               + (f" and {len(included)} bands of {args.include}" if included else ""))
         return 0
     bands = suite.read_baseline(args.baseline)
-    _download_if_asked(args, sorted({(b.backbone, b.random_init) for b in bands}))
+    cells = sorted({(b.backbone, b.random_init) for b in bands})
+    _preflight(args, cells, sorted({b.task for b in bands}), opts)
+    _download_if_asked(args, cells)
+    _check_checkpoints(args, cells)
+    runner = _runner(args)
     seeds = _seeds(args)
     rows = suite.run_for_baseline(bands, seeds, opts, runner)
     checks = suite.check_against(bands, rows_frame(rows))
@@ -354,6 +426,10 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         print(f"{args.name}: reads the built-in {dataset} (no download needed): ok")
         return 0
     entry = entries[dataset]
+    if args.root:
+        from tips_bench.validate import check_input_dir
+
+        check_input_dir(args.root, "--root")
     root = dataset_root(dataset, args.root)
     layout = entry.check(root)
     failed = bool(layout)
@@ -388,11 +464,12 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", action="append", help="task name(s), comma-separated or repeated (default: all toy_*)")
     p.add_argument("--suite", default="toy", help="run every task of this suite when no --task is given "
                    "(toy: the default synthetic suite; toy-extended: adds the DPT probes)")
-    p.add_argument("--limit", type=int, help="use only the first N items of every split (smoke runs)")
-    p.add_argument("--seed", type=int, default=0, help="probe seed (default: 0)")
-    p.add_argument("--seeds", type=int, help="run seeds 0..N-1 instead of --seed")
-    p.add_argument("--batch-size", type=int, default=16, help="images per backbone forward pass (default: 16)")
-    p.add_argument("--num-workers", type=int, default=_default_workers(),
+    p.add_argument("--limit", type=positive_int, help="use only the first N items of every split (smoke runs)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="probe seed (default: 0)")
+    p.add_argument("--seeds", type=positive_int, help="run seeds 0..N-1 instead of --seed")
+    p.add_argument("--batch-size", type=positive_int, default=16,
+                   help="images per backbone forward pass (default: 16)")
+    p.add_argument("--num-workers", type=nonnegative_int, default=_default_workers(),
                    help="data-loading worker processes that decode and resize while the backbone runs "
                    f"(default here: {_default_workers()}: half the CPU cores, 0 = in process on 2 cores or fewer)")
     p.add_argument("--cache-dir", help="feature cache folder (default: $TIPS_BENCH_CACHE or ~/.cache/tips-bench)")
@@ -434,15 +511,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "  tips-bench selftest --task voc_seg,nyu_depth --data-root ~/tips-bench-data --limit 20"))
     p.add_argument("--task", action="append", help="task name(s), comma-separated or repeated")
     p.add_argument("--suite", default="toy", help="suite(s) to run when no --task is given (default: toy)")
-    p.add_argument("--limit", type=int, help="use only the first N items of every split")
+    p.add_argument("--limit", type=positive_int, help="use only the first N items of every split")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a protocol value of every task")
     p.add_argument("--root", help="explicit root folder of the tasks' dataset")
     p.add_argument("--data-root", help="folder holding the datasets (default: $TIPS_BENCH_DATA)")
     p.add_argument("--cache-dir", help="feature cache folder (default: $TIPS_BENCH_CACHE or "
                    "~/.cache/tips-bench/features)")
     p.add_argument("--device", default="cpu", help="torch device for the probes (default: cpu)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: 16)")
-    p.add_argument("--num-workers", type=int, default=_default_workers(), help="data-loading worker processes")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default: 16)")
+    p.add_argument("--num-workers", type=nonnegative_int, default=_default_workers(),
+                   help="data-loading worker processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_selftest)
 

@@ -29,15 +29,31 @@ def write_features(args: argparse.Namespace) -> None:
 
     if not str(args.out).endswith(".npz"):
         raise InputError(f"--out {args.out} must end in .npz")
+    from pathlib import Path
+
+    from tips_bench.validate import check_device, check_output_file
+
+    check_output_file(args.out, "--out")
     extra_layers = parse_layers(args.layers)
+    size_arg = parse_size(args.image_size) if args.image_size else None
+    for image in args.images:  # every input is there before the backbone is loaded
+        p = Path(image)
+        if not p.exists():
+            raise InputError(f"image {image} does not exist")
+        if not p.is_file():
+            raise InputError(f"image {image} is a folder, not an image file; pass the image files themselves")
+    check_device(args.device)
     if getattr(args, "download", False) and not args.random_init:
         from tips_bench.download import ensure_backbones
 
         ensure_backbones([(args.backbone, False)], checkpoint=args.checkpoint)
+    from tips_bench.validate import check_backbone_files
+
+    check_backbone_files(args.backbone, args.random_init, args.checkpoint)
     precision = resolve_precision(args.precision, args.device)
     backbone = _backbone_from_args(args)
     n = backbone.spec.native_resolution
-    size = parse_size(args.image_size) if args.image_size else (n, n)
+    size = size_arg or (n, n)
     backbone.check_size(*size)
     layers = backbone.resolve_layers(extra_layers) if extra_layers else []
     last = backbone.num_layers - 1

@@ -115,6 +115,8 @@ def read_baseline(path: str | Path) -> list[Band]:
     import pandas as pd
 
     p = Path(path)
+    if p.is_dir():
+        raise TipsBenchError(f"baseline {p} is a folder; pass the baseline CSV file (e.g. results/ci_baseline.csv)")
     if not p.is_file():
         raise TipsBenchError(f"baseline {p} does not exist; create it with 'tips-bench regress --update {p}'")
     try:
@@ -127,12 +129,22 @@ def read_baseline(path: str | Path) -> list[Band]:
     if missing:
         raise TipsBenchError(f"baseline {p} lacks columns {sorted(missing)}; regenerate it with --update")
     try:
-        return [Band(r.backbone, r.random_init == "True", r.task, int(r.task_version), r.metric,
-                     r.higher_is_better == "True", float(r.mean), float(r.std), int(r.n_seeds), float(r.band_k),
-                     float(r.band_floor), float(r.low), float(r.high))
-                for r in frame[list(BASELINE_FIELDS)].itertuples(index=False)]
+        bands = [Band(r.backbone, r.random_init == "True", r.task, int(r.task_version), r.metric,
+                      r.higher_is_better == "True", float(r.mean), float(r.std), int(r.n_seeds), float(r.band_k),
+                      float(r.band_floor), float(r.low), float(r.high))
+                 for r in frame[list(BASELINE_FIELDS)].itertuples(index=False)]
     except (TypeError, ValueError) as exc:
         raise TipsBenchError(f"baseline {p} has a malformed value ({exc}); regenerate it with --update") from None
+    if not bands:
+        raise TipsBenchError(f"baseline {p} holds no bands (only a header), so it would check nothing; regenerate it "
+                             f"with 'tips-bench regress --update {p}'")
+    for i, b in enumerate(bands, start=2):
+        if any(not isinstance(v, str) or not v or v == "nan" for v in (b.backbone, b.task, b.metric)):
+            raise TipsBenchError(f"baseline {p} line {i} lacks a backbone, task or metric; regenerate it with --update")
+        if not all(math.isfinite(v) for v in (b.mean, b.low, b.high)) or b.low > b.high:
+            raise TipsBenchError(f"baseline {p} line {i} has a malformed band [{b.low}, {b.high}] for {b.backbone} on "
+                                 f"{b.task}/{b.metric} (it must be finite, low <= high); regenerate it with --update")
+    return bands
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,21 @@ def configured_dirs() -> list[Path]:
     if cfg.is_file():
         try:
             data = yaml.safe_load(cfg.read_text()) or {}
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise TipsBenchError(f"config file {cfg} is not valid YAML ({exc}); fix it") from exc
-        dirs += [Path(p).expanduser() for p in data.get("checkpoint_dirs", []) or []]
+        except OSError as exc:
+            raise TipsBenchError(f"cannot read the config file {cfg} ({exc.strerror}); fix its permissions or "
+                                 "point $TIPS_BENCH_CONFIG elsewhere") from exc
+        if not isinstance(data, dict):
+            raise TipsBenchError(f"config file {cfg} holds a {type(data).__name__}, not a mapping; write it as "
+                                 "'checkpoint_dirs: [FOLDER, ...]'")
+        folders = data.get("checkpoint_dirs") or []
+        if isinstance(folders, str):
+            folders = [folders]
+        if not isinstance(folders, list) or not all(isinstance(f, str) for f in folders):
+            raise TipsBenchError(f"config file {cfg}: checkpoint_dirs is {folders!r}, not a list of folder names; "
+                                 "write it as 'checkpoint_dirs: [FOLDER, ...]'")
+        dirs += [Path(p).expanduser() for p in folders]
     return dirs
 
 

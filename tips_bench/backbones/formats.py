@@ -33,8 +33,9 @@ def read_state_dict(path: Path) -> StateDict:
         return _read_torch_file(path)
     except CheckpointError:
         raise
-    except (OSError, ValueError, RuntimeError, zipfile.BadZipFile, EOFError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); "
+    except Exception as exc:  # any failure to parse the file: foreign, truncated or damaged
+        reason = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"cannot read checkpoint {path} ({type(exc).__name__}: {reason}); "
                               "the file is corrupt or not a checkpoint, download it again") from exc
 
 

@@ -28,7 +28,7 @@ from tips_bench.backbones.formats import (
 from tips_bench.backbones.spec import BackboneSpec
 from tips_bench.backbones.tips_text import BundledBpeTokenizer, TipsTextEncoder, TipsTokenizer
 from tips_bench.backbones.vit import TimmViTBackbone
-from tips_bench.errors import CheckpointError
+from tips_bench.errors import CheckpointError, InputError
 
 
 def tips_architecture(sd: StateDict) -> dict[str, int | str]:
@@ -66,6 +66,10 @@ def _mlp_ratio(hidden: int, width: int) -> float:
 
 def build_tips_vit(arch: dict[str, int | str], num_heads: int) -> VisionTransformer:
     """A randomly initialised timm TIPS ViT of the given architecture, dynamic input size."""
+    width = int(arch["embed_dim"])
+    if num_heads < 1 or width % num_heads:
+        raise InputError(f"--num-heads {num_heads} does not divide the image tower's width {width}; pass a divisor "
+                         f"such as {max(1, width // 64)}")
     base = "vit_giant_patch14_reg1_tipsv2" if arch["ffn"] == "swiglu" else "vit_base_patch14_reg1_tipsv2"
     return timm.create_model(
         base,

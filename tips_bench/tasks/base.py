@@ -124,6 +124,7 @@ class TaskDefinition:
                     raise TipsBenchError(f"--set {dotted}: '{key}' is not a mapping in task {self.name}'s protocol "
                                          f"(it is {child!r}); set '{key}' itself instead")
                 node = child
+            _check_override_value(self.name, dotted, node.get(leaf), value)
             node[leaf] = value
         protocol["overrides"] = dict(overrides)
         return TaskDefinition.from_dict({**self.raw, "protocol": protocol})
@@ -251,3 +252,32 @@ def make_task(definition: TaskDefinition) -> Task:
         raise TipsBenchError(f"task {definition.name} has unknown type '{definition.type}'; "
                              f"known types: {', '.join(sorted(TASK_TYPES))}")
     return TASK_TYPES[definition.type](definition)
+
+
+#: Protocol keys (last dotted component) whose values must be positive numbers.
+POSITIVE_KEYS = frozenset({"epochs", "batch_size", "resolution", "render_size", "k", "steps", "iters", "size",
+                           "max_templates", "lr", "max_points", "temperature", "num_heads", "patience"})
+
+
+def _check_override_value(task: str, key: str, old: Any, new: Any) -> None:
+    """``--set`` values keep the kind of the value they replace: a number stays a number (non-negative if it was),
+    a flag stays true/false; counts, sizes, epochs and learning rates stay positive."""
+    def bad(why: str) -> TipsBenchError:
+        return TipsBenchError(f"--set {key}={new!r} for task {task}: {why} (the task's default is {old!r})")
+
+    leaf = key.rsplit(".", 1)[-1]
+    if isinstance(old, bool):
+        if not isinstance(new, bool):
+            raise bad("expected true or false")
+        return
+    numbers = [new] if not isinstance(new, list) else new
+    if isinstance(old, int | float) or (isinstance(old, list) and old and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in old)):
+        if not numbers or any(isinstance(v, bool) or not isinstance(v, int | float) for v in numbers):
+            raise bad("expected a number" if not isinstance(old, list) else "expected numbers")
+        olds = old if isinstance(old, list) else [old]
+        if all(o >= 0 for o in olds) and any(v < 0 for v in numbers):
+            raise bad("a negative value is not allowed here")
+    if leaf in POSITIVE_KEYS and isinstance(new, int | float | list) and not isinstance(new, bool) and any(
+            isinstance(v, int | float) and not isinstance(v, bool) and v <= 0 for v in numbers):
+        raise bad(f"'{leaf}' must be positive")
