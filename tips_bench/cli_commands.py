@@ -361,9 +361,9 @@ def cmd_regress(args: argparse.Namespace) -> int:
 
         validate.check_output_file(args.update, "--update")
         _preflight(args, backbones, tasks, opts)
-        included = suite.included_bands(args.include, tasks, backbones) if args.include else []
+        included = suite.included_bands(args.include, tasks) if args.include else []
         have = {(b.backbone, b.random_init) for b in included}
-        measured = [b for b in backbones if b not in have]
+        measured = [b for b in backbones if b not in have]  # the included file's backbones are copied, not re-run
         _download_if_asked(args, backbones)
         _check_checkpoints(args, measured)
         runner = _runner(args)
@@ -568,9 +568,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_run_args(p)
     p.add_argument("--baseline", default="results/ci_baseline.csv", help="baseline CSV with bands")
     p.add_argument("--update", metavar="CSV", help="instead of checking, run --seeds seeds and write bands to CSV")
-    p.add_argument("--include", metavar="CSV", help="with --update: take the bands of these backbones from this CSV "
-                   "(same format) for the suite's tasks instead of running them, e.g. results/mini_study_bands.csv, "
-                   "whose mini_* bands come from the spread over pretraining seeds")
+    p.add_argument("--include", metavar="CSV", help="with --update: copy the bands of this CSV (same format) for the "
+                   "tasks being updated, and do not re-run its backbones, e.g. results/mini_study_bands.csv, whose "
+                   "mini_* bands come from the spread over pretraining seeds")
     p.set_defaults(func=cmd_regress)
 
     p = sub.add_parser("data", help="list datasets, or check one's layout")

@@ -134,6 +134,12 @@ class TipsTextEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor, paddings: torch.Tensor) -> torch.Tensor:
         padding = paddings.bool()
+        # Columns that are padding in every row change nothing (masked as keys, zeroed in the pooling, positions
+        # are absolute): dropping them makes a batch of short prompts cost its longest prompt, not the 64-token
+        # context (about 6x fewer FLOPs for CLIP's ImageNet templates).
+        longest = int((~padding).sum(dim=1).max()) if padding.numel() else 0
+        if 0 < longest < ids.shape[1]:
+            ids, padding = ids[:, :longest], padding[:, :longest]
         x = self.token_embedding(ids) * math.sqrt(self.width)
         x = x + sinusoidal_positions(ids.shape[1], self.width).to(x.device, x.dtype)
         for block in self.transformer.resblocks:
