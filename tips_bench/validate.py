@@ -143,12 +143,7 @@ def check_checkpoint_file(path: Path, expected: str) -> None:
         if not head.startswith(b"PK"):
             raise CheckpointError(f"checkpoint {path} looks like {looks}, not a NumPy .npz archive; expected "
                                   f"{expected}")
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise CheckpointError(f"checkpoint {path} is a truncated or damaged .npz archive ({exc}); expected "
-                                  f"{expected}, download it again") from None
+        names = _zip_names(path, ".npz archive", expected)
         if not names or not all(n.endswith(".npy") for n in names):
             raise CheckpointError(f"checkpoint {path} is a zip archive without NumPy arrays (it holds "
                                   f"{', '.join(names[:3]) or 'nothing'}); expected {expected}")
@@ -166,12 +161,7 @@ def check_checkpoint_file(path: Path, expected: str) -> None:
                                   f"header); expected {expected}, download it again")
     elif suffix in (".pt", ".pth", ".bin", ".ckpt"):
         if head.startswith(b"PK"):
-            try:
-                with zipfile.ZipFile(path) as archive:
-                    names = archive.namelist()
-            except (zipfile.BadZipFile, OSError) as exc:
-                raise CheckpointError(f"checkpoint {path} is a truncated or damaged PyTorch archive ({exc}); "
-                                      f"expected {expected}, download it again") from None
+            names = _zip_names(path, "PyTorch archive", expected)
             if not any(n.endswith(("data.pkl", "constants.pkl")) for n in names):
                 raise CheckpointError(f"checkpoint {path} is a zip archive but not a PyTorch file (no data.pkl); "
                                       f"expected {expected}")
@@ -185,6 +175,16 @@ def check_checkpoint_file(path: Path, expected: str) -> None:
             raise CheckpointError(f"checkpoint {path} holds no tensors; expected {expected}")
         if guess_family(sd) == "unknown":
             raise CheckpointError(f"checkpoint {path} is {describe_state_dict(sd)}; expected {expected}")
+
+
+def _zip_names(path: Path, kind: str, expected: str) -> list[str]:
+    """The member names of a zip-based checkpoint, or one sentence when the archive is truncated or damaged."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"checkpoint {path} is a truncated or damaged {kind} ({exc}); expected {expected}, "
+                              "download it again") from None
 
 
 def _looks_like(head: bytes) -> str:
