@@ -280,3 +280,15 @@ def test_run_config_hash_of_identical_runs_is_equal(two_identical_runs: list[Res
     assert len(hashes) == 1
     for run_id in {r.run_id for r in rows}:  # rows of one run share one hash
         assert len({r.config_hash for r in rows if r.run_id == run_id}) == 1
+
+
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
+    import os
+
+    from tips_bench.atomic import atomic_path
+
+    with atomic_path(tmp_path / "out.csv") as tmp:
+        tmp.write_text("a\n")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "out.csv").stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
