@@ -458,9 +458,9 @@ def _default_workers() -> int:
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
-    from tips_bench.cli import _add_backbone_args
+    from tips_bench.cli_args import add_backbone_args
 
-    _add_backbone_args(p, required=False, many=True)
+    add_backbone_args(p, required=False, many=True)
     p.add_argument("--task", action="append", help="task name(s), comma-separated or repeated (default: all toy_*)")
     p.add_argument("--suite", default="toy", help="run every task of this suite when no --task is given "
                    "(toy: the default synthetic suite; toy-extended: adds the DPT probes)")

@@ -25,7 +25,7 @@ def parse_layers(text: str | None) -> list[int] | None:
 
 def write_features(args: argparse.Namespace) -> None:
     """Load the backbone, encode ``args.images`` in batches, write ``args.out`` atomically."""
-    from tips_bench.cli import _backbone_from_args
+    from tips_bench.cli_args import backbone_from_args
 
     if not str(args.out).endswith(".npz"):
         raise InputError(f"--out {args.out} must end in .npz")
@@ -51,7 +51,7 @@ def write_features(args: argparse.Namespace) -> None:
 
     check_backbone_files(args.backbone, args.random_init, args.checkpoint)
     precision = resolve_precision(args.precision, args.device)
-    backbone = _backbone_from_args(args)
+    backbone = backbone_from_args(args)
     n = backbone.spec.native_resolution
     size = size_arg or (n, n)
     backbone.check_size(*size)
