@@ -218,13 +218,15 @@ def _values(rows: list[dict], backbone: str, task: str, metric: str, identities:
     return list(latest.values())
 
 
-def _fmt(values: list[float]) -> str:
+def _fmt(values: list[float], expected: int = 1) -> str:
+    """mean ± std; ``(n=k)`` marks a cell with fewer seeds measured than ``expected``."""
     if not values:
         return "—"
     digits = 3 if abs(statistics.fmean(values)) < 1.5 else 1
+    short = f" (n={len(values)})" if len(values) < expected else ""
     if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+        return f"{values[0]:.{digits}f}{short}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}{short}"
 
 
 def _welch_p(a: list[float], b: list[float]) -> float:
@@ -278,7 +280,7 @@ def write_page(study: dict[str, Any], args: argparse.Namespace) -> str:
                      + " |")
     for recipe in recipes:
         name = f"mini_{recipe}"
-        lines.append(f"| `{name}` | " + " | ".join(_fmt(_values(rows, name, t, m, wanted[name]))
+        lines.append(f"| `{name}` | " + " | ".join(_fmt(_values(rows, name, t, m, wanted[name]), len(wanted[name]))
                                                    for t, (m, _) in heads.items()) + " |")
     table = "\n".join(lines)
 
@@ -299,7 +301,8 @@ def write_page(study: dict[str, Any], args: argparse.Namespace) -> str:
             observed, verdict = _verdict(va, vb, higher, expected)
             tally[verdict.split(" (")[0].strip("*")] = tally.get(verdict.split(" (")[0].strip("*"), 0) + 1
             direction = "—" if expected is None else ("a better" if expected else "b better")
-            comp.append(f"| {a} vs {b} | {task} | {metric} {arrow[higher]} | {_fmt(va)} | {_fmt(vb)} | {observed} "
+            comp.append(f"| {a} vs {b} | {task} | {metric} {arrow[higher]} | {_fmt(va, len(wanted[f'mini_{a}']))} | "
+                        f"{_fmt(vb, len(wanted[f'mini_{b}']))} | {observed} "
                         f"| {direction} | {verdict} |")
     sources = "\n".join(f"- **{a} vs {b}** ({group}): {source}" for a, b, group, _, source in COMPARISONS
                         if a in recipes and b in recipes)
@@ -357,6 +360,7 @@ Recipes:
 
 `—`: the task needs a text tower, which the captioning model does not have (its decoder is not a text encoder).
 `pixels` and `tips_s14+random` are the suite's no-download baselines (one value: no pretraining seed).
+`(n=k)`: only k of the pretraining seeds were evaluated on that task.
 
 Against the random-init ViT-S/14 (width 384, 12 blocks, 16x16 native grid; means over seeds):
 
@@ -406,24 +410,29 @@ Regression bands from the seed-to-seed spread (mean ± max(4·std, floor), the f
 
 
 def _rebuild_section(args: argparse.Namespace) -> str:
-    """Measured figures of a rebuild (``--rebuilt DIR``: a folder rebuilt from a shipped recipe.json)."""
+    """Measured figures of rebuilds (``--rebuilt DIR ...``: folders rebuilt from shipped recipe.json commands)."""
     if not args.rebuilt:
         return ""
     from tips_bench.pretrain.export import compare_folders
 
-    rebuilt = Path(args.rebuilt)
-    new = json.loads((rebuilt / "recipe.json").read_text())
-    shipped = _shipped(new["recipe"])
-    old = json.loads((shipped / "recipe.json").read_text())
-    report = compare_folders(shipped, rebuilt)
-    lines = [f"Measured: `{new['name']}` rebuilt with its recorded command on {new['cpu']} (torch "
-             f"{new['versions']['torch']}, {new['train_cpu_seconds']:.0f} s CPU), against the shipped files built on "
-             f"{old['cpu']} (torch {old['versions']['torch']}):", ""]
-    for name, entry in report.items():
-        diff = f", largest absolute difference {entry['max_abs_diff']:.3g}" if "max_abs_diff" in entry else ""
-        lines.append(f"- `{name}`: {'identical bytes' if entry['identical'] else 'different bytes'}{diff}")
-    lines.append(f"- final training losses: {old['final_losses']} shipped, {new['final_losses']} rebuilt")
-    return "\n" + "\n".join(lines) + "\n"
+    lines = []
+    for folder in args.rebuilt:
+        rebuilt = Path(folder)
+        new = json.loads((rebuilt / "recipe.json").read_text())
+        shipped = _shipped(new["recipe"])
+        old = json.loads((shipped / "recipe.json").read_text())
+        report = compare_folders(shipped, rebuilt)
+        same = [n for n, e in report.items() if e["identical"]]
+        largest = max((e["max_abs_diff"] for e in report.values() if "max_abs_diff" in e), default=0.0)
+        within = "within" if largest <= 5e-2 else "**outside**"
+        lines.append(f"| `{new['name']}` | `{old['command']}` | {new['cpu']}, torch {new['versions']['torch']} | "
+                     f"{old['cpu']}, torch {old['versions']['torch']} | {new['train_cpu_seconds']:.0f} | "
+                     f"{', '.join(f'`{n}`' for n in same) or 'none'} | {largest:.3g} ({within} 5e-2) | "
+                     f"{old['final_losses']} / {new['final_losses']} |")
+    head = ["Measured: each shipped checkpoint rebuilt with its recorded command (`--out` pointed elsewhere):", "",
+            "| checkpoint | command | rebuilt on | shipped from | CPU s | identical files | largest weight "
+            "difference | final losses shipped / rebuilt |", "|---|---|---|---|---|---|---|---|"]
+    return "\n" + "\n".join(head + lines) + "\n"
 
 
 def write_bands(study: dict[str, Any], path: Path) -> None:
@@ -461,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "docs" / "mini_study.md"), help="the page to write")
     p.add_argument("--bands", default=str(ROOT / "results" / "mini_study_bands.csv"), help="regression bands CSV")
     p.add_argument("--readme", help="also replace the mini-study block of this README")
-    p.add_argument("--rebuilt", help="a folder rebuilt from a shipped recipe.json's command, to report its differences")
+    p.add_argument("--rebuilt", nargs="+", metavar="DIR",
+                   help="folders rebuilt from shipped recipe.json commands, to report their differences")
     args = p.parse_args(argv)
     if args.seeds < 1 or args.steps < 1 or args.jobs < 1 or args.threads < 1:
         p.error("--seeds, --steps, --jobs and --threads must be positive")

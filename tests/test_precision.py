@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tips_bench import precision as precision_module
 from tips_bench.cache import FeatureCache
 from tips_bench.errors import InputError
-from tips_bench.precision import autocast, resolve_precision
+from tips_bench.precision import autocast, cpu_bf16_flags, resolve_precision
 from tips_bench.results import ResultsStore
 from tips_bench.runner import Runner, RunOptions
 
@@ -16,6 +17,29 @@ def test_defaults_and_bad_values():
     assert resolve_precision(None, "cpu") == "fp32" and resolve_precision(None, "cuda:1") == "bf16"
     with pytest.raises(InputError, match="fp32, bf16, fp16"):
         resolve_precision("int8", "cpu")
+
+
+def test_cpu_bf16_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\nprocessor\t: 1\nflags\t: fpu avx2\n")
+    assert cpu_bf16_flags.__wrapped__(str(info)) == ("avx512_bf16",)
+    info.write_text("flags : fpu sse avx2 amx_tile amx_bf16\n")
+    assert cpu_bf16_flags.__wrapped__(str(info)) == ("amx_bf16",)
+    info.write_text("flags : fpu sse avx2\n")
+    assert cpu_bf16_flags.__wrapped__(str(info)) == ()
+    assert cpu_bf16_flags.__wrapped__(str(tmp_path / "missing")) is None
+
+
+def test_emulated_bf16_on_cpu_gets_a_one_line_notice_once(monkeypatch, capsys):
+    monkeypatch.setattr(precision_module, "cpu_bf16_flags", lambda: ())
+    precision_module._notice_emulated.cache_clear()
+    assert resolve_precision("bf16", "cpu") == "bf16" and resolve_precision("bf16", "cpu") == "bf16"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no native bf16 instructions" in err and "--precision bf16" in err
+    monkeypatch.setattr(precision_module, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    precision_module._notice_emulated.cache_clear()
+    assert resolve_precision("bf16", "cpu") == "bf16" and resolve_precision("fp32", "cpu") == "fp32"
+    assert capsys.readouterr().err == ""
 
 
 def test_bf16_features_of_the_tips_fixture_stay_close_to_fp32(tips_fixture_backbone):

@@ -43,7 +43,7 @@ def add_backbone_args(p: argparse.ArgumentParser, required: bool = True, many: b
                    help="torch.compile the transformer blocks (faster on large inputs; the first batch compiles)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
                    help="extraction precision: autocast to bf16/fp16, or fp32 (default: bf16 on CUDA, fp32 on CPU; "
-                   "part of the cache key and of every result row)")
+                   "part of the cache key and of every result row; bf16 on a CPU is fast only with AMX or AVX512-BF16)")
 
 
 def backbone_from_args(args: argparse.Namespace):
