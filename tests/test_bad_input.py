@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -360,3 +361,14 @@ def test_snapshot_helper_sees_changes(tmp_path: Path) -> None:
     (tmp_path / "a").write_text("2")
     assert _snapshot(tmp_path) != before
     assert json.dumps(sorted(before)) != "[]"
+
+
+def test_a_corrupt_results_line_is_one_warning_line_not_python_source(tmp_path: Path, capsys) -> None:
+    results = tmp_path / "runs.jsonl"
+    results.write_text(_row_json() + "\n{not json\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main(["report", "--results", str(results)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"tips-bench: warning: {results}:2: skipping corrupt result line"), err
+    assert "warnings.warn" not in err and "RuntimeWarning" not in err and err.count("\n") == 1

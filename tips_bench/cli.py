@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from tips_bench import __version__
 from tips_bench.cli_args import Parser
@@ -29,12 +31,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """tips-bench's own warnings as one line, without Python's source path and code line; others unchanged."""
+    if Path(__file__).parent not in Path(filename).resolve().parents:
+        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+        return
+    print(f"tips-bench: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+
+_PYTHON_SHOWWARNING = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv or ["run"])  # no arguments: the built-in synthetic suite
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            args = parser.parse_args(argv or ["run"])  # no arguments: the built-in synthetic suite
+            return int(args.func(args) or 0)
     except TipsBenchError as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message quotes (YAML errors, paths)
         print(f"tips-bench: error: {message.removeprefix('tips-bench: ')}", file=sys.stderr)

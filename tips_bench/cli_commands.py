@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from tips_bench.errors import InputError, TipsBenchError
@@ -75,13 +76,22 @@ def _print_table(frame, fmt: str, paper: bool, title: str = "", all_metrics: boo
 def _store_frame(args: argparse.Namespace):
     """The results store as a DataFrame (only ``--task`` tasks when given); an error when it holds nothing."""
     store = _store(args.results)
-    frame = store.frame()
+    with warnings.catch_warnings(record=True) as skipped:  # corrupt lines: said once, below
+        warnings.simplefilter("always")
+        frame = store.frame()
     tasks = [t for a in getattr(args, "task", None) or [] for t in a.split(",") if t]
     if tasks:
         frame = frame[frame["task"].isin(tasks)]
     if frame.empty:
         which = f" for {', '.join(tasks)}" if tasks else ""
+        if skipped and not tasks:
+            first = str(skipped[0].message).replace(f"{store.path}:", "line ", 1)
+            first = first.replace(": skipping corrupt result line", "")
+            raise TipsBenchError(f"{store.path} holds no readable result rows, only {len(skipped)} corrupt line(s) "
+                                 f"(the first: {first}); pass a results file written by 'tips-bench run'")
         raise TipsBenchError(f"no results{which} in {store.path}; run 'tips-bench run' first")
+    for w in skipped:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     return frame
 
 
