@@ -16,7 +16,9 @@ Seed 0 reuses the shipped checkpoint of a recipe when its recorded settings equa
 (they are the same command). Work is resumable: finished pretrainings and evaluated cells under
 ``--work`` are kept.
 
-    nice -n 10 python benchmarks/mini_study.py --jobs 2 --readme README.md    # the full study (hours on 2 cores)
+    nice -n 10 python benchmarks/mini_study.py --jobs 2 --readme README.md    # the full study (about 1.5 h on 2 cores)
+    # the rebuild check: run each checkpoints/mini/*/recipe.json command with --out .cache/mini_study/rebuilt/NAME, then
+    python benchmarks/mini_study.py --jobs 2 --readme README.md --rebuilt .cache/mini_study/rebuilt/mini_*
     python benchmarks/mini_study.py --seeds 1 --recipes clip_noisy --steps 5 --tasks toy_seg --out /tmp/x.md
 """
 
@@ -72,10 +74,7 @@ class Cell:
         return f"mini_{self.recipe}"
 
     def identity(self) -> str:
-        from tips_bench.backbones.checkpoints import weights_identity
-        from tips_bench.backbones.spec import get_backbone_spec
-
-        return weights_identity(get_backbone_spec(self.backbone), self.folder, False, 0, {})
+        return _identity(self.backbone, self.folder)
 
 
 def _config(recipe: str, seed: int, args: argparse.Namespace):
@@ -191,6 +190,7 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
             fh.flush()
     if pool is not None:
         pool.close()
+        pool.join()
     return {"cells": cells, "rows": done, "tasks": tasks}
 
 
@@ -262,6 +262,40 @@ def _verdict(a: list[float], b: list[float], higher: bool, expected: bool | None
     return observed, "**opposite**"
 
 
+#: What was measured about a task that separates no backbone (shown when the study finds it flat).
+FLAT_EXPLAINED = {
+    "toy_normals_dpt": "its DPT probe's mean angular training loss falls to about 19 degrees in the first two of "
+                       "its 10 epochs (80 steps) and stays there, also with 4x the learning rate (measured on the "
+                       "train split with `mini_tips_full`): the head learns the dominant floor normal and little "
+                       "else, so at this schedule the task measures the probe, not the features. probe3d trains "
+                       "for thousands of steps; a longer toy schedule is the likely fix and was not tried here, "
+                       "because the study fixes its probes before it runs",
+}
+
+
+def _flat_tasks(rows: list[dict], heads: dict[str, tuple[str, bool]], recipes: list[str],
+                wanted: dict[str, set[str]], tolerance: float = 0.01) -> list[str]:
+    """Tasks whose headline means, over every backbone of the study, lie within ``tolerance`` (relative)."""
+    flat = []
+    for task, (metric, _) in heads.items():
+        means = [statistics.fmean(v) for v in (
+            *(_values(rows, f"{n}+random" if r else n, task, metric) for n, r in REFERENCES),
+            *(_values(rows, f"mini_{x}", task, metric, wanted[f"mini_{x}"]) for x in recipes)) if v]
+        if len(means) > 2 and max(means) - min(means) <= tolerance * abs(statistics.fmean(means)):
+            flat.append(task)
+    return flat
+
+
+def _flat_note(flat: list[str]) -> str:
+    if not flat:
+        return ""
+    lines = [f"- `{t}`: every backbone, `pixels` included, lands within 1 % of the same value; "
+             + FLAT_EXPLAINED.get(t, "the task does not separate these backbones at this scale") + "."
+             for t in flat]
+    return "\nTasks that separate no backbone here (their comparisons below say \"within seed noise\" or " \
+           "compare noise):\n\n" + "\n".join(lines) + "\n"
+
+
 def write_page(study: dict[str, Any], args: argparse.Namespace) -> str:
     from tips_bench.pretrain.recipes import RECIPES
 
@@ -315,6 +349,7 @@ def write_page(study: dict[str, Any], args: argparse.Namespace) -> str:
         cost.append(f"| {c.recipe} | {c.seed} | {rec['steps']} | {rec['batch_size']} | "
                     f"{rec['train_cpu_seconds']:.0f} | {rec['train_seconds']:.0f} | {rec['steps_per_s']:.2f} | "
                     f"{load} | {rec['cpu']} |")
+    flat = _flat_tasks(rows, heads, recipes, wanted)
     versus = []
     for recipe in recipes:
         name, better, scored = f"mini_{recipe}", [], 0
@@ -361,7 +396,7 @@ Recipes:
 `—`: the task needs a text tower, which the captioning model does not have (its decoder is not a text encoder).
 `pixels` and `tips_s14+random` are the suite's no-download baselines (one value: no pretraining seed).
 `(n=k)`: only k of the pretraining seeds were evaluated on that task.
-
+{_flat_note(flat)}
 Against the random-init ViT-S/14 (width 384, 12 blocks, 16x16 native grid; means over seeds):
 
 {chr(10).join(versus)}
@@ -398,10 +433,12 @@ Each `checkpoints/mini/<name>/recipe.json` records the exact command (e.g. `tips
 tips_full --seed 0 --steps {args.steps} --threads 1 --out checkpoints/mini/mini_tips_full`), the versions, the CPU
 and the sha256 of every file. With the same CPU model, thread count and package versions a rebuild gives the
 same bytes (runs are deterministic: `tests/test_pretrain.py`). Other CPUs and torch builds use other float
-kernels, whose rounding differences training amplifies; the stated tolerance is then: identical tokenizer, and
-no weight differing by more than 5e-2 (the slow test `test_a_shipped_checkpoint_is_rebuilt_by_its_recorded_command`
-in `tests/test_pretrain.py`).
-{_rebuild_section(args)}
+kernels, whose rounding differences 400 steps of training amplify chaotically (weights then differ by
+percents, see below), so the stated tolerance is on what the checkpoint does, not on its bytes: an identical
+tokenizer, and every `toy` suite headline of the rebuilt checkpoint inside the regression band of the shipped
+backbone (mean ± max(4·std, floor) over the 3 pretraining seeds, `results/mini_study_bands.csv`; the slow test
+`test_a_shipped_checkpoint_is_rebuilt_by_its_recorded_command` in `tests/test_pretrain.py`).
+{_rebuild_section(args, study)}
 Regression bands from the seed-to-seed spread (mean ± max(4·std, floor), the format of
 `results/ci_baseline.csv`): `results/mini_study_bands.csv`.
 """
@@ -409,12 +446,18 @@ Regression bands from the seed-to-seed spread (mean ± max(4·std, floor), the f
     return table
 
 
-def _rebuild_section(args: argparse.Namespace) -> str:
-    """Measured figures of rebuilds (``--rebuilt DIR ...``: folders rebuilt from shipped recipe.json commands)."""
+def _rebuild_section(args: argparse.Namespace, study: dict[str, Any]) -> str:
+    """Measured figures of rebuilds (``--rebuilt DIR ...``: folders rebuilt from shipped recipe.json commands):
+    file and weight differences, and the rebuilt checkpoint's toy-suite headlines against the study's bands."""
     if not args.rebuilt:
         return ""
     from tips_bench.pretrain.export import compare_folders
+    from tips_bench.suite import suite_tasks
 
+    tasks = tuple(suite_tasks("toy"))
+    rows = evaluate_rebuilt(args, tasks)
+    bands = {(b.backbone, b.task, b.metric): b for b in _bands(study["rows"])}
+    heads = _headlines(tasks)
     lines = []
     for folder in args.rebuilt:
         rebuilt = Path(folder)
@@ -424,25 +467,70 @@ def _rebuild_section(args: argparse.Namespace) -> str:
         report = compare_folders(shipped, rebuilt)
         same = [n for n, e in report.items() if e["identical"]]
         largest = max((e["max_abs_diff"] for e in report.values() if "max_abs_diff" in e), default=0.0)
-        within = "within" if largest <= 5e-2 else "**outside**"
-        lines.append(f"| `{new['name']}` | `{old['command']}` | {new['cpu']}, torch {new['versions']['torch']} | "
+        inside, outside = 0, []
+        for task, (metric, _) in heads.items():
+            band = bands.get((new["name"], task, metric))
+            value = _values(rows, new["name"], task, metric, {_identity(new["name"], folder)})
+            if band is None or not value:
+                continue
+            if band.contains(value[0]):
+                inside += 1
+            else:
+                outside.append(f"{task} {value[0]:.3g} not in [{band.low:.3g}, {band.high:.3g}]")
+        verdict = f"{inside} of {inside + len(outside)}" + (f" (outside: {'; '.join(outside)})" if outside else "")
+        lines.append(f"| `{new['name']}` | {new['cpu']}, torch {new['versions']['torch']} | "
                      f"{old['cpu']}, torch {old['versions']['torch']} | {new['train_cpu_seconds']:.0f} | "
-                     f"{', '.join(f'`{n}`' for n in same) or 'none'} | {largest:.3g} ({within} 5e-2) | "
-                     f"{old['final_losses']} / {new['final_losses']} |")
-    head = ["Measured: each shipped checkpoint rebuilt with its recorded command (`--out` pointed elsewhere):", "",
-            "| checkpoint | command | rebuilt on | shipped from | CPU s | identical files | largest weight "
-            "difference | final losses shipped / rebuilt |", "|---|---|---|---|---|---|---|---|"]
+                     f"{', '.join(f'`{n}`' for n in same) or 'none'} | {largest:.3g} | {verdict} |")
+    head = ["Measured: each shipped checkpoint rebuilt with its recorded command (`--out` pointed elsewhere), "
+            "then evaluated on the `toy` suite:", "",
+            "| checkpoint | rebuilt on | shipped from | CPU s | identical files | largest weight difference | "
+            "toy headlines inside the shipped backbone's band |", "|---|---|---|---|---|---|---|"]
     return "\n" + "\n".join(head + lines) + "\n"
 
 
-def write_bands(study: dict[str, Any], path: Path) -> None:
-    from tips_bench.results import ResultRow
-    from tips_bench.suite import bands_from_rows, write_baseline
+def _identity(backbone: str, folder: str | Path) -> str:
+    from tips_bench.backbones.checkpoints import weights_identity
+    from tips_bench.backbones.spec import get_backbone_spec
 
-    keep = {f for f in ResultRow.__dataclass_fields__}
-    rows = [ResultRow.from_dict({k: v for k, v in r.items() if k in keep}) for r in study["rows"]
-            if r["backbone"].startswith("mini_")]
-    write_baseline(bands_from_rows(rows), path)
+    return weights_identity(get_backbone_spec(backbone), str(folder), False, 0, {})
+
+
+def evaluate_rebuilt(args: argparse.Namespace, tasks: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows of every ``--rebuilt`` folder on ``tasks`` (kept apart from the study's cells, resumable)."""
+    work = Path(args.work)
+    done_file = work / "rebuilt_cells.jsonl"
+    done = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.is_file() else []
+    have = {(r["checkpoint_hash"], r["task"]) for r in done}
+    jobs = []
+    for folder in args.rebuilt:
+        name = json.loads((Path(folder) / "recipe.json").read_text())["name"]
+        missing = tuple(t for t in tasks if (_identity(name, folder), t) not in have)
+        if missing:
+            jobs.append((name, str(folder), False, 0, missing, str(work / "cache"), args.threads))
+    pool = _pool(args.jobs)
+    with open(done_file, "a") as fh:
+        for rows in _map(pool, _evaluate, jobs):
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
+            done += rows
+    if pool is not None:
+        pool.close()
+        pool.join()
+    return done
+
+
+def _bands(rows: list[dict[str, Any]]):
+    from tips_bench.results import ResultRow
+    from tips_bench.suite import bands_from_rows
+
+    keep = set(ResultRow.__dataclass_fields__)
+    return bands_from_rows([ResultRow.from_dict({k: v for k, v in r.items() if k in keep}) for r in rows
+                            if r["backbone"].startswith("mini_")])
+
+
+def write_bands(study: dict[str, Any], path: Path) -> None:
+    from tips_bench.suite import write_baseline
+
+    write_baseline(_bands(study["rows"]), path)
 
 
 def update_readme(readme: Path, table: str) -> None:

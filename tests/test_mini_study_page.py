@@ -42,3 +42,15 @@ def test_cells_show_mean_std_and_how_many_seeds_were_measured(study):
     assert study._fmt([1.1, 1.2], expected=3) == "1.150 ± 0.071 (n=2)"
     assert study._fmt([25.5]) == "25.5"
     assert study._fmt([]) == "—"
+
+
+def test_a_task_on_which_every_backbone_lands_on_one_value_is_flagged(study):
+    def row(backbone, task, value, ident="w"):
+        return {"backbone": backbone, "task": task, "metric": "rmse", "value": value, "checkpoint_hash": ident}
+
+    rows = [row("pixels", "flat", 33.0), row("tips_s14+random", "flat", 33.1), row("mini_a", "flat", 33.05),
+            row("pixels", "varied", 1.1), row("tips_s14+random", "varied", 1.2), row("mini_a", "varied", 0.7)]
+    heads = {"flat": ("rmse", False), "varied": ("rmse", False)}
+    flat = study._flat_tasks(rows, heads, ["a"], {"mini_a": {"w"}})
+    assert flat == ["flat"]
+    assert "`flat`: every backbone" in study._flat_note(flat) and study._flat_note([]) == ""
