@@ -16,7 +16,7 @@ Seed 0 reuses the shipped checkpoint of a recipe when its recorded settings equa
 (they are the same command). Work is resumable: finished pretrainings and evaluated cells under
 ``--work`` are kept.
 
-    nice -n 10 python benchmarks/mini_study.py --jobs 2 --readme README.md    # the full study (about 1.5 h on 2 cores)
+    nice -n 10 python benchmarks/mini_study.py --jobs 2 --readme README.md    # the full study (about 70 min on 2 cores)
     # the rebuild check: run each checkpoints/mini/*/recipe.json command with --out .cache/mini_study/rebuilt/NAME, then
     python benchmarks/mini_study.py --jobs 2 --readme README.md --rebuilt .cache/mini_study/rebuilt/mini_*
     python benchmarks/mini_study.py --seeds 1 --recipes clip_noisy --steps 5 --tasks toy_seg --out /tmp/x.md
