@@ -31,15 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PYTHON_SHOWWARNING = warnings.showwarning
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """tips-bench's own warnings as one line, without Python's source path and code line; others unchanged."""
     if Path(__file__).parent not in Path(filename).resolve().parents:
         _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
         return
     print(f"tips-bench: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
-
-
-_PYTHON_SHOWWARNING = warnings.showwarning
 
 
 def main(argv: Sequence[str] | None = None) -> int:

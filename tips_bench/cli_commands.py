@@ -75,22 +75,25 @@ def _print_table(frame, fmt: str, paper: bool, title: str = "", all_metrics: boo
 
 def _store_frame(args: argparse.Namespace):
     """The results store as a DataFrame (only ``--task`` tasks when given); an error when it holds nothing."""
+    from tips_bench.results import CorruptResultLine
+
     store = _store(args.results)
-    with warnings.catch_warnings(record=True) as skipped:  # corrupt lines: said once, below
+    with warnings.catch_warnings(record=True) as caught:  # corrupt lines: said once, below
         warnings.simplefilter("always")
         frame = store.frame()
+    skipped = [w for w in caught if issubclass(w.category, CorruptResultLine)]
     tasks = [t for a in getattr(args, "task", None) or [] for t in a.split(",") if t]
     if tasks:
         frame = frame[frame["task"].isin(tasks)]
     if frame.empty:
         which = f" for {', '.join(tasks)}" if tasks else ""
         if skipped and not tasks:
-            first = str(skipped[0].message).replace(f"{store.path}:", "line ", 1)
-            first = first.replace(": skipping corrupt result line", "")
+            first = skipped[0].message
             raise TipsBenchError(f"{store.path} holds no readable result rows, only {len(skipped)} corrupt line(s) "
-                                 f"(the first: {first}); pass a results file written by 'tips-bench run'")
+                                 f"(the first: line {first.lineno} ({first.reason})); pass a results file written "
+                                 "by 'tips-bench run'")
         raise TipsBenchError(f"no results{which} in {store.path}; run 'tips-bench run' first")
-    for w in skipped:
+    for w in caught:
         warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     return frame
 

@@ -380,6 +380,14 @@ def latest_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return newest.sort_values("_order").drop(columns="_order")
 
 
+class CorruptResultLine(RuntimeWarning):
+    """A results-file line that is not a result row (skipped); ``lineno`` and ``reason`` say which and why."""
+
+    def __init__(self, path: Path, lineno: int, reason: str) -> None:
+        super().__init__(f"{path}:{lineno}: skipping corrupt result line ({reason})")
+        self.lineno, self.reason = lineno, reason
+
+
 def _parse_lines(data: bytes, path: Path) -> Iterable[ResultRow]:
     for lineno, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
@@ -387,8 +395,7 @@ def _parse_lines(data: bytes, path: Path) -> Iterable[ResultRow]:
         try:
             yield ResultRow.from_json(line)
         except ValueError as err:
-            msg = f"{path}:{lineno}: skipping corrupt result line ({err})"
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            warnings.warn(CorruptResultLine(path, lineno, str(err)), stacklevel=2)
 
 
 def _ends_without_newline(path: Path) -> bool:
