@@ -37,6 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- mini-study:begin -->", "<!-- mini-study:end -->"
 REFERENCES = (("pixels", False), ("tips_s14", True))
+REFERENCE_LABELS = tuple(f"{name}+random" if random_init else name for name, random_init in REFERENCES)
 
 #: The comparisons of the TIPS paper (arXiv 2410.16512, Table 1 ablation) and the users' question.
 #: (recipe a, recipe b, which tasks, expected sign of "a better than b" or None, source)
@@ -169,7 +170,7 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
         tqdm.write(f"pretrained {recipe} seed {seed} in {seconds:.0f} s")
 
     done_file = work / "cells.jsonl"
-    done = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.is_file() else []
+    done = _read_rows(done_file)
     have = {(r["backbone"], r["checkpoint_hash"], r["task"]) for r in done}
     jobs = []
     for cell in cells:
@@ -177,21 +178,37 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
         missing = tuple(t for t in tasks if (cell.backbone, identity, t) not in have)
         if missing:
             jobs.append((cell.backbone, cell.folder, False, cell.seed, missing, str(work / "cache"), args.threads))
-    for name, random_init in REFERENCES:  # last: the random ViT-S/14 is the slowest to evaluate
-        label = f"{name}+random" if random_init else name
+    # last: the random ViT-S/14 is the slowest to evaluate
+    for (name, random_init), label in zip(REFERENCES, REFERENCE_LABELS, strict=True):
         missing = tuple(t for t in tasks if not any(h[0] == label and h[2] == t for h in have))
         if missing:
             jobs.append((name, None, random_init, -1, missing, str(work / "cache"), args.threads))
+    done += _evaluate_into(done_file, pool, jobs)
+    _close(pool)
+    return {"cells": cells, "rows": done, "tasks": tasks}
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _evaluate_into(done_file: Path, pool, jobs: list[tuple]) -> list[dict[str, Any]]:
+    """Run evaluation jobs, appending each job's rows to ``done_file`` as it finishes (resumable); the new rows."""
+    from tqdm import tqdm
+
+    new: list[dict[str, Any]] = []
     with open(done_file, "a") as fh:
         for rows in tqdm(_map(pool, _evaluate, jobs), total=len(jobs), desc="evaluate", disable=not jobs):
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
-                done.append(row)
+            fh.writelines(json.dumps(row) + "\n" for row in rows)
             fh.flush()
+            new += rows
+    return new
+
+
+def _close(pool) -> None:
     if pool is not None:
         pool.close()
         pool.join()
-    return {"cells": cells, "rows": done, "tasks": tasks}
 
 
 # ------------------------------------------------------------------------------------------ the page
@@ -279,7 +296,7 @@ def _flat_tasks(rows: list[dict], heads: dict[str, tuple[str, bool]], recipes: l
     flat = []
     for task, (metric, _) in heads.items():
         means = [statistics.fmean(v) for v in (
-            *(_values(rows, f"{n}+random" if r else n, task, metric) for n, r in REFERENCES),
+            *(_values(rows, label, task, metric) for label in REFERENCE_LABELS),
             *(_values(rows, f"mini_{x}", task, metric, wanted[f"mini_{x}"]) for x in recipes)) if v]
         if len(means) > 2 and max(means) - min(means) <= tolerance * abs(statistics.fmean(means)):
             flat.append(task)
@@ -308,8 +325,7 @@ def write_page(study: dict[str, Any], args: argparse.Namespace) -> str:
     arrow = {True: "↑", False: "↓"}
     header = "| backbone | " + " | ".join(f"{t}<br>{m} {arrow[h]}" for t, (m, h) in heads.items()) + " |"
     lines = [header, "|" + "---|" * (len(tasks) + 1)]
-    for name, random_init in REFERENCES:
-        label = f"{name}+random" if random_init else name
+    for label in REFERENCE_LABELS:
         lines.append(f"| `{label}` | " + " | ".join(_fmt(_values(rows, label, t, m)) for t, (m, _) in heads.items())
                      + " |")
     for recipe in recipes:
@@ -467,10 +483,10 @@ def _rebuild_section(args: argparse.Namespace, study: dict[str, Any]) -> str:
         report = compare_folders(shipped, rebuilt)
         same = [n for n, e in report.items() if e["identical"]]
         largest = max((e["max_abs_diff"] for e in report.values() if "max_abs_diff" in e), default=0.0)
-        inside, outside = 0, []
+        inside, outside, identity = 0, [], {_identity(new["name"], folder)}
         for task, (metric, _) in heads.items():
             band = bands.get((new["name"], task, metric))
-            value = _values(rows, new["name"], task, metric, {_identity(new["name"], folder)})
+            value = _values(rows, new["name"], task, metric, identity)
             if band is None or not value:
                 continue
             if band.contains(value[0]):
@@ -499,22 +515,18 @@ def evaluate_rebuilt(args: argparse.Namespace, tasks: tuple[str, ...]) -> list[d
     """Rows of every ``--rebuilt`` folder on ``tasks`` (kept apart from the study's cells, resumable)."""
     work = Path(args.work)
     done_file = work / "rebuilt_cells.jsonl"
-    done = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.is_file() else []
+    done = _read_rows(done_file)
     have = {(r["checkpoint_hash"], r["task"]) for r in done}
     jobs = []
     for folder in args.rebuilt:
         name = json.loads((Path(folder) / "recipe.json").read_text())["name"]
-        missing = tuple(t for t in tasks if (_identity(name, folder), t) not in have)
+        identity = _identity(name, folder)
+        missing = tuple(t for t in tasks if (identity, t) not in have)
         if missing:
             jobs.append((name, str(folder), False, 0, missing, str(work / "cache"), args.threads))
     pool = _pool(args.jobs)
-    with open(done_file, "a") as fh:
-        for rows in _map(pool, _evaluate, jobs):
-            fh.writelines(json.dumps(r) + "\n" for r in rows)
-            done += rows
-    if pool is not None:
-        pool.close()
-        pool.join()
+    done += _evaluate_into(done_file, pool, jobs)
+    _close(pool)
     return done
 
 
