@@ -13,6 +13,10 @@ rows x epochs / epochs run), and say so.
     python benchmarks/scale.py --fraction 0.005                      # quick look (about a minute)
     nice -n 10 python benchmarks/scale.py --fraction 0.1 --skip-baseline   # larger
     python benchmarks/scale.py --fraction 0.5 --only knn              # full-size train set at 2f (2.6 GB on disk)
+    python benchmarks/scale.py --train-rows 51247 1281167 --val 50000 --only linear --linear-epochs 10
+                                                                      # the full linear protocol at full size
+
+``--train-rows A B`` replaces the f / 2f train sizes by any two (the ratio column then compares B rows with A).
 """
 
 from __future__ import annotations
@@ -134,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fraction", type=float, default=0.005,
                     help="train rows = f and 2f of 1,281,167 (val: f of 50,000 in both); default 0.005")
+    ap.add_argument("--train-rows", type=int, nargs=2, metavar=("A", "B"),
+                    help="the two train sizes instead of f and 2f x 1,281,167 (e.g. 51247 1281167)")
     ap.add_argument("--val", type=int, help="val rows (default: fraction x 50,000); kNN time grows with it")
     ap.add_argument("--dim", type=int, default=DIM, help="feature dimension (default 1024, ViT-L)")
     ap.add_argument("--linear-epochs", type=int, default=1,
@@ -152,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not 0 < args.fraction <= 0.5:
         ap.error("--fraction must be in (0, 0.5] (the second run uses 2 x fraction)")
+    if args.train_rows and not 2 <= args.train_rows[0] < args.train_rows[1]:
+        ap.error(f"--train-rows needs 2 <= A < B, got {args.train_rows[0]} and {args.train_rows[1]}")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tips_bench_scale_"))
     try:
         report(args, work)
@@ -162,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def report(args: argparse.Namespace, work: Path) -> None:
     n_val = args.val or max(1, round(args.fraction * VAL))
-    sizes = [max(2, round(args.fraction * TRAIN)), max(4, round(2 * args.fraction * TRAIN))]
+    sizes = list(args.train_rows or [max(2, round(args.fraction * TRAIN)), max(4, round(2 * args.fraction * TRAIN))])
     t0 = time.perf_counter()
     val = write_entry(work / "cache", "val", n_val, args.dim, seed=1)
     trains = [write_entry(work / "cache", "train", n, args.dim, seed=0) for n in sizes]
@@ -188,7 +196,7 @@ def print_table(rows: list[dict], n_val: int, args: argparse.Namespace) -> None:
           f"run: {args.linear_epochs} (protocol: 10); load average at the end {os.getloadavg()[0]:.1f}; last column = "
           "wall time scaled to 1,281,167 train x 50,000 val rows (kNN) or x 10 epochs (linear), an extrapolation\n")
     gpu = "peak_gpu_mb" in rows[0]
-    print("| probe | train rows | wall s | peak RSS MB | RSS above imports MB | RSS ratio 2x/1x | "
+    print("| probe | train rows | wall s | peak RSS MB | RSS above imports MB | RSS ratio B/A | "
           + ("peak GPU MB | " if gpu else "") + "extrapolated full ImageNet s |")
     print("|---" * (8 if gpu else 7) + "|")
     by_kind: dict[str, list[dict]] = {}
